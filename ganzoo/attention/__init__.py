@@ -1,0 +1,1 @@
+"""Attention blocks (registry kind ``attention``): one file per variant."""

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``ganzoo`` CLI, one module each (see :mod:`ganzoo.cli`)."""

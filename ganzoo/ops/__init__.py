@@ -1,0 +1,1 @@
+"""Numerical kernels shared by blocks (attention backends, ...)."""

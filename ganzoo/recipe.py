@@ -1,0 +1,251 @@
+"""Declarative YAML recipes, validated by pydantic v2.
+
+A recipe picks blocks by ``type`` from the registries (plugins included) and sets the training,
+evaluation and sampling options. ``base: other.yaml`` inherits another recipe (deep merge of
+mappings; lists and scalars are replaced), so an ablation is a few lines. ``--set a.b=value``
+overrides any field from the command line (the value is parsed as YAML).
+
+Every problem is reported as ``FILE: dotted.field.path: message`` (:class:`ganzoo.errors.RecipeError`).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from .blockref import SCHEMA_DEFS, Block
+from .config import BlockConfig, Section
+from .errors import RecipeError, flatten
+
+MAX_BASE_DEPTH = 16
+
+
+# ----------------------------------------------------------------------------- sections
+class OptimConfig(Section):
+    """Adam optimiser of one network."""
+
+    lr: float = Field(gt=0, le=1, description="learning rate")
+    betas: tuple[float, float] = Field((0.0, 0.999), description="Adam betas (official SAGAN: 0, 0.999)")
+    eps: float = Field(1e-8, gt=0, le=1, description="Adam epsilon")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError("each beta must be in [0, 1)")
+        return v
+
+
+class EmaConfig(Section):
+    """Exponential moving average of G's weights, used for samples and metrics."""
+
+    enabled: bool = Field(True, description="keep an EMA copy of G")
+    decay: float = Field(0.9999, ge=0, lt=1, description="EMA decay per G step")
+    start: int = Field(0, ge=0, description="G step at which averaging starts (copy before)")
+
+
+class TrainConfig(Section):
+    """Optimisation schedule, logging, checkpoints and speed options."""
+
+    steps: int = Field(ge=1, description="number of G steps (iterations) to train")
+    batch_size: int = Field(64, ge=1, le=65536, description="global batch size per D/G step")
+    d_steps: int = Field(1, ge=1, le=100, description="D steps per G step")
+    accumulate: int = Field(1, ge=1, le=64, description="micro-batches accumulated per D and G step")
+    g_optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-4), description="G optimiser (TTUR: 1e-4)")
+    d_optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=4e-4), description="D optimiser (TTUR: 4e-4)")
+    ema: EmaConfig = Field(default_factory=EmaConfig, description="EMA of G")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU"
+    )
+    log_every: int = Field(50, ge=1, description="steps between metric log lines")
+    sample_every: int = Field(1000, ge=0, description="steps between sample grids (0: only at the end)")
+    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints")
+    keep_last: int = Field(3, ge=1, description="checkpoints kept besides the best by FID")
+    time_limit_minutes: float | None = Field(
+        None, gt=0, description="stop (with a checkpoint) after this much wall time"
+    )
+
+
+class EvalConfig(Section):
+    """Sample-quality evaluation of EMA-G against a reference split."""
+
+    every: int = Field(0, ge=0, description="steps between evaluations (0: only at the end)")
+    metrics: list[Block("metric")] = Field(default_factory=list, description="metrics, e.g. [fid, kid]")
+    num_samples: int = Field(10000, ge=2, description="generated samples per evaluation")
+    batch_size: int = Field(200, ge=1, description="batch size for generation and feature extraction")
+    reference: Block("dataset") | None = Field(
+        None, description="reference images (default: the training dataset's test split)"
+    )
+    inception_weights: str | None = Field(
+        None, description="local FID Inception weights (.pth); env GANZOO_INCEPTION_WEIGHTS overrides unset"
+    )
+
+
+# ----------------------------------------------------------------------------- recipe
+class Recipe(Section):
+    """A whole experiment: data, networks, loss, training and evaluation."""
+
+    name: str = Field(min_length=1, max_length=200, description="run name (used for run folders)")
+    description: str = Field("", description="free text")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed for every random number generator")
+    resolution: int = Field(ge=4, le=1024, description="image side in pixels")
+    channels: int = Field(3, ge=1, le=4, description="image channels")
+    num_classes: int = Field(
+        0, ge=0, le=100000, description="classes for conditional G and projection D (0: unconditional)"
+    )
+    data: Block("dataset") = Field(description="training images")
+    generator: Block("generator") = Field(description="generator backbone")
+    discriminator: Block("discriminator") = Field(description="discriminator backbone")
+    loss: Block("loss") = Field("hinge", description="adversarial loss")
+    regularizer: Block("regularizer") = Field("none", description="D regularizer")
+    train: TrainConfig = Field(description="training schedule")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Recipe":
+        problems: list[tuple[tuple[str, ...], str]] = []
+        for name in ("data", "generator", "discriminator", "loss", "regularizer"):
+            block: BlockConfig = getattr(self, name)
+            problems += [((name, *loc), msg) for loc, msg in block.recipe_problems(self)]
+        for i, metric in enumerate(self.eval.metrics):
+            problems += [(("eval", "metrics", str(i), *loc), m) for loc, m in metric.recipe_problems(self)]
+        if self.eval.reference is not None:
+            problems += [(("eval", "reference", *loc), m) for loc, m in self.eval.reference.recipe_problems(self)]
+        if self.train.batch_size % self.train.accumulate:
+            problems.append((("train", "accumulate"), "must divide train.batch_size"))
+        if problems:
+            raise _many(problems)
+        return self
+
+
+def _many(problems: list[tuple[tuple[str, ...], str]]):
+    from pydantic_core import PydanticCustomError
+
+    loc, msg = problems[0]
+    return PydanticCustomError("ganzoo_field", "{msg}", {"msg": msg, "loc": loc, "all": problems})
+
+
+# ----------------------------------------------------------------------------- loading
+def _read_yaml(path: Path) -> dict[str, Any]:
+    src = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RecipeError(src, "file not found") from None
+    except IsADirectoryError:
+        raise RecipeError(src, "is a directory, not a recipe file") from None
+    except OSError as exc:
+        raise RecipeError(src, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(src, f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(src, f"invalid YAML: {where}{what}") from None
+    except RecursionError:
+        raise RecipeError(src, "invalid YAML: nesting too deep") from None
+    if data is None:
+        raise RecipeError(src, "empty recipe")
+    if not isinstance(data, dict):
+        raise RecipeError(src, f"a recipe must be a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else in ``over`` replaces ``base``."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_raw(path: str | os.PathLike[str], _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a recipe file and its ``base:`` chain into one merged mapping (not yet validated)."""
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain, resolved))
+        raise RecipeError(str(path), f"cyclic base: {cycle}", ("base",))
+    if len(_chain) >= MAX_BASE_DEPTH:
+        raise RecipeError(str(path), f"base chain deeper than {MAX_BASE_DEPTH}", ("base",))
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise RecipeError(str(path), "must be a path to another recipe (relative to this file)", ("base",))
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise RecipeError(str(path), f"base recipe '{base}' not found (looked for {base_path})", ("base",))
+    return deep_merge(load_raw(base_path, (*_chain, resolved)), data)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a raw recipe mapping."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError("--set", f"'{item}' is not of the form path.to.field=value")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        parts = key.strip().split(".")
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part) if isinstance(node, dict) else None
+            if isinstance(child, str) and i < len(parts) - 1:  # block shorthand -> mapping
+                child = {"type": child}
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise RecipeError("--set", f"cannot set inside a {type(child).__name__}", parts[: i + 1])
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def validate(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(source, flatten(exc.errors())) from None
+    except RecursionError:
+        raise RecipeError(source, "nesting too deep") from None
+
+
+def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
+    """Load, merge bases, apply overrides and validate: the one entry point for recipe files."""
+    data = load_raw(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return validate(data, str(path))
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The fully resolved recipe as YAML (every default filled in); loads back to an equal Recipe."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """JSON schema of recipes with every registered block (plugins included)."""
+    SCHEMA_DEFS.clear()
+    schema = Recipe.model_json_schema(ref_template="#/$defs/{model}")
+    schema.setdefault("$defs", {}).update(SCHEMA_DEFS)
+    SCHEMA_DEFS.clear()
+    return schema
