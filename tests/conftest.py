@@ -1,0 +1,45 @@
+"""Shared test fixtures and options.
+
+GPU tests are marked ``gpu`` and skipped where CUDA is absent; run them on a GPU machine with
+``pytest -m gpu``.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run with the device tool: pytest -m gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def run_ganzoo(*args: str, cwd: Path | str = REPO, env: dict | None = None, timeout: float = 600):
+    """Run ``python -m ganzoo ARGS`` in a subprocess; returns CompletedProcess (text)."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "default", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "ganzoo", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def ganzoo_cli():
+    return run_ganzoo
