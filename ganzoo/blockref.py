@@ -85,6 +85,7 @@ class _BlockRef:
             refs[entry.name] = f"#/$defs/{key}"
         names = sorted(refs)
         return {
+            "x-ganzoo-kind": self.kind,
             "description": f"a {self.kind} block: a name ({', '.join(names)}) or a mapping with its 'type'",
             "anyOf": [{"type": "string", "enum": names}] + [{"$ref": r} for r in refs.values()],
         }

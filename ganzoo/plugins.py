@@ -10,13 +10,14 @@ named ``example.<something>``, so a plugin can never shadow a built-in or anothe
 is either a callable, called once with the :mod:`ganzoo.registry` module, or a module whose import
 registers its blocks.
 
-Plugins are loaded once, lazily, on the first use of any registry. A plugin that fails to import or
+Set ``GANZOO_DISABLE_PLUGINS=1`` to load the built-in blocks only. Plugins are loaded once, lazily, on the first use of any registry. A plugin that fails to import or
 to register anything is rolled back (none of its blocks stay registered) and reported in one
 :class:`PluginWarning` naming its distribution and the error; everything else keeps working.
 """
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -88,7 +89,9 @@ def load_all(force: bool = False) -> dict[str, PluginInfo]:
         _state["loading"] = True
         try:
             _builtins()
-            for ep in sorted(md.entry_points(group=GROUP), key=lambda e: e.name):
+            disabled = os.environ.get("GANZOO_DISABLE_PLUGINS", "") not in ("", "0")
+            eps = [] if disabled else md.entry_points(group=GROUP)
+            for ep in sorted(eps, key=lambda e: e.name):
                 if ep.name in LOADED and not force:
                     continue
                 _load_one(ep)
