@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = ["ganzoo", *argv]  # for records (reports, run folders)
     if not getattr(args, "_main", None):
         parser.print_help()
         return 2

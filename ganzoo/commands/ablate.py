@@ -1,0 +1,115 @@
+"""ganzoo ablate RECIPE... [--seeds 0 1] [--steps N | --minutes M] [--jobs K]"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import GanzooError
+from ..recipe import load_recipe
+from ..reporting import build_report
+from .validate import add_set_argument
+
+NAME = "ablate"
+HELP = "run each recipe for each seed with the same budget (skipping finished runs, resuming others), then report"
+DONE = "ablate-done.json"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipes", nargs="+", metavar="RECIPE")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="G steps per run (the same for every run)")
+    budget.add_argument("--minutes", type=float, help="wall-clock minutes per run (the same for every run)")
+    p.add_argument("--out", default="runs/ablate", help="folder holding one run folder per recipe and seed")
+    p.add_argument("--report", default=None, help="report file (default: OUT/report.md)")
+    p.add_argument("--title", default=None)
+    p.add_argument("--notes", default=None, help="a file whose text goes under the report's title")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (several small runs can share one GPU)")
+    p.add_argument("--device", default="auto")
+    add_set_argument(p)
+
+
+def _budget(args: argparse.Namespace) -> list[str]:
+    if args.steps is not None:
+        if args.steps < 1:
+            raise GanzooError("ablate: --steps must be at least 1")
+        return [f"train.steps={args.steps}"]
+    if args.minutes is not None:
+        if args.minutes <= 0:
+            raise GanzooError("ablate: --minutes must be positive")
+        return [f"train.time_limit_minutes={args.minutes}", "train.steps=100000000"]
+    return []
+
+
+def plan(args: argparse.Namespace) -> list[dict]:
+    """One job per (recipe, seed): its run folder, command line and state (done / resume / new)."""
+    out = Path(args.out)
+    jobs = []
+    budget = _budget(args)
+    for path in args.recipes:
+        for seed in args.seeds:
+            overrides = [*args.overrides, *budget, f"seed={seed}"]
+            recipe = load_recipe(path, overrides)  # validate everything before running anything
+            name = f"{recipe.name}-s{seed}"
+            run_dir = out / name
+            cmd = ["ganzoo", "run", str(path), "--out", str(out), "--name", name, "--device", args.device]
+            cmd += [a for o in overrides for a in ("--set", o)]
+            state = "done" if (run_dir / DONE).is_file() else "resume" if (run_dir / "recipe.yaml").is_file() else "new"
+            if state == "resume":
+                cmd += ["--resume", str(run_dir)]
+            jobs.append({"name": name, "dir": run_dir, "cmd": cmd, "state": state})
+    return jobs
+
+
+def _start(job: dict, log_dir: Path) -> subprocess.Popen:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"{job['name']}.log", "ab")
+    argv = [sys.executable, "-m", "ganzoo", *job["cmd"][1:]]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def main(args: argparse.Namespace) -> int:
+    jobs = plan(args)
+    out = Path(args.out)
+    todo = [j for j in jobs if j["state"] != "done"]
+    for j in jobs:
+        print(f"{j['name']}: {'finished, skipped' if j['state'] == 'done' else j['state']}")
+    running: list[tuple[dict, subprocess.Popen, float]] = []
+    failed = []
+    while todo or running:
+        while todo and len(running) < max(1, args.jobs):
+            job = todo.pop(0)
+            print(f"start {job['name']}: {shlex.join(job['cmd'])}", flush=True)
+            running.append((job, _start(job, out / "logs"), time.time()))
+        time.sleep(0.5)
+        for item in list(running):
+            job, proc, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode == 0:
+                cmd = shlex.join([c for c in job["cmd"] if c != "--resume" and c != str(job["dir"])])
+                (job["dir"] / "command.txt").write_text(cmd + "\n")
+                (job["dir"] / DONE).write_text(json.dumps({"seconds": round(time.time() - t0, 1)}) + "\n")
+                print(f"done  {job['name']} ({time.time() - t0:.0f} s)", flush=True)
+            else:
+                failed.append(job["name"])
+                print(f"FAILED {job['name']} (exit {proc.returncode}; log: {out / 'logs' / (job['name'] + '.log')})",
+                      file=sys.stderr, flush=True)
+    finished = [j["dir"] for j in jobs if (j["dir"] / DONE).is_file()]
+    if finished:
+        report = Path(args.report) if args.report else out / "report.md"
+        notes = Path(args.notes).read_text() if args.notes else None
+        build_report(finished, report, args.command_line,
+                     title=args.title, notes=notes)
+        print(f"wrote {report}")
+    if failed:
+        raise GanzooError(f"ablate: {len(failed)} run(s) failed: {', '.join(failed)}; rerun the same command to resume")
+    return 0

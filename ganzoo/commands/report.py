@@ -1,0 +1,28 @@
+"""ganzoo report RUN_DIR... --out docs/ablations/NAME.md"""
+from __future__ import annotations
+
+import argparse
+
+from ..reporting import build_report
+
+NAME = "report"
+HELP = "build an ablation report (table, plots, sample grids, commands) from run folders alone"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="markdown file; its PNGs go to the folder of the same stem")
+    p.add_argument("--title", default=None)
+    p.add_argument("--notes", default=None, help="a file whose text is put under the title (budget, caveats)")
+
+
+def main(args: argparse.Namespace) -> int:
+    notes = None
+    if args.notes:
+        from pathlib import Path
+
+        notes = Path(args.notes).read_text()
+    out = build_report(args.runs, args.out, args.command_line,
+                       title=args.title, notes=notes)
+    print(f"wrote {out}")
+    return 0
