@@ -6,12 +6,45 @@ where N = query positions, M = key/value positions (M < N when key/value are poo
 
 ``attend(q, k, v, backend="auto", scale=None)`` picks the fastest exact backend for the shape,
 device and dtype; ``backend`` forces one. ``scale=None`` means no scaling (SAGAN's choice).
+
+Backends (every one computes the same function; all support backward):
+
+``dense``
+    Builds the full [B, N, M] matrix with two bmm's. Fastest for small N*M, memory O(N*M).
+``sdpa``
+    ``torch.nn.functional.scaled_dot_product_attention`` with memory O(N). The fused kernels
+    (flash, cuDNN, and the CPU flash kernel) need q/k and v of one head width, while SAGAN's q/k
+    are only C/8 wide: q and k are zero-padded to the value head width, which leaves every dot
+    product unchanged, and the value is split into heads (each head re-uses the same q/k). The
+    scale is passed explicitly (1.0 for ``scale=None``), never sdpa's 1/sqrt(d) default.
+``triton``
+    A Triton flash-attention kernel (``ganzoo/ops/_attention_triton.py``) specialised to a narrow
+    q/k (padded only to 16, the smallest tensor-core K) and a wide value: it skips the padded
+    Q.K^T work ``sdpa`` does. CUDA only (or Triton's CPU interpreter, ``TRITON_INTERPRET=1``).
+
+``auto`` follows ``choose_backend``; its table comes from ``benchmarks/attention.py``
+measurements (``docs/benchmarks/attention.md``).
+
+This module imports only torch (and triton lazily), so benchmarks and device runs can use it
+without the rest of ganzoo's dependencies.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-BACKENDS = ("auto", "dense")
+BACKENDS = ("auto", "dense", "sdpa", "triton")
+
+
+def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
+        raise ValueError(f"attend expects 3-d q, k, v ([B, C, N]); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if q.shape[0] != k.shape[0] or q.shape[0] != v.shape[0]:
+        raise ValueError(f"batch sizes differ: q {q.shape[0]}, k {k.shape[0]}, v {v.shape[0]}")
+    if q.shape[1] != k.shape[1]:
+        raise ValueError(f"q and k channel counts differ: {q.shape[1]} vs {k.shape[1]}")
+    if k.shape[2] != v.shape[2]:
+        raise ValueError(f"k and v position counts differ: {k.shape[2]} vs {v.shape[2]}")
 
 
 def attend_dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
@@ -31,9 +64,148 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, scale: float | None = No
     return torch.softmax(logits, dim=-1)
 
 
+def _round_up(x: int, m: int) -> int:
+    return (x + m - 1) // m * m
+
+
+def sdpa_head_dim(cv: int, device: torch.device | str, dtype: torch.dtype) -> int:
+    """Value head width for the ``sdpa`` backend (measured: see docs/benchmarks/attention.md)."""
+    dev = torch.device(device).type
+    if dev == "cuda" and dtype in (torch.float16, torch.bfloat16):
+        limit = 64
+    elif dev == "cuda":
+        limit = 128
+    else:
+        limit = 256
+    return min(_round_up(cv, 8), limit)
+
+
+def attend_sdpa(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float | None = None,
+    head_dim: int | None = None,
+    pad_qk: bool = True,
+    kernels: list | None = None,
+) -> torch.Tensor:
+    """Attention through ``scaled_dot_product_attention`` with O(N) memory.
+
+    ``head_dim``: value head width (the value is split into ceil(Cv / head_dim) heads sharing q/k);
+    ``pad_qk``: zero-pad q/k to the head width (flash/cuDNN need equal widths; the mem-efficient
+    kernel does not); ``kernels``: a list of ``torch.nn.attention.SDPBackend`` to restrict to.
+    """
+    _check(q, k, v)
+    B, cqk, N = q.shape
+    cv, M = v.shape[1], v.shape[2]
+    hd = head_dim or sdpa_head_dim(cv, q.device, q.dtype)
+    heads = -(-cv // hd)
+    if pad_qk:
+        d = _round_up(max(hd, cqk), 8)
+        dqk = d
+    else:
+        d = _round_up(hd, 8)
+        dqk = _round_up(cqk, 8)
+    qh = q.transpose(1, 2)  # [B, N, Cqk]
+    kh = k.transpose(1, 2)
+    if dqk != cqk:
+        qh = F.pad(qh, (0, dqk - cqk))
+        kh = F.pad(kh, (0, dqk - cqk))
+    qh = qh.unsqueeze(1).expand(B, heads, N, dqk)
+    kh = kh.unsqueeze(1).expand(B, heads, M, dqk)
+    if heads * hd != cv:
+        v = F.pad(v, (0, 0, 0, heads * hd - cv))
+    vh = v.reshape(B, heads, hd, M).transpose(2, 3)  # [B, h, M, hd]
+    if d != hd:
+        vh = F.pad(vh, (0, d - hd))
+    vh = vh.contiguous()
+    s = 1.0 if scale is None else float(scale)
+    if kernels is None:
+        out = F.scaled_dot_product_attention(qh, kh, vh, scale=s)
+    else:
+        from torch.nn.attention import sdpa_kernel
+
+        with sdpa_kernel(kernels):
+            out = F.scaled_dot_product_attention(qh, kh, vh, scale=s)
+    out = out[..., :hd].transpose(2, 3).reshape(B, heads * hd, N)  # [B, Cv', N]
+    return out[:, :cv]
+
+
+def attend_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """The Triton kernel (CUDA, or Triton's CPU interpreter); see ``_attention_triton``."""
+    _check(q, k, v)
+    from ganzoo.ops import _attention_triton
+
+    return _attention_triton.attend(q, k, v, scale)
+
+
+def triton_available(device: torch.device | str | None = None) -> bool:
+    """Whether the ``triton`` backend can run on ``device`` (CUDA with a working triton)."""
+    if device is not None and torch.device(device).type != "cuda":
+        return False
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import triton  # noqa: F401
+    except Exception:  # pragma: no cover - depends on the install
+        return False
+    return True
+
+
+# --- dispatch table (from docs/benchmarks/attention.md; H100, torch 2.11, triton 3.6) -------------
+# dense wins while the [B, N, M] matrix is small; beyond that the O(N) kernels win (and dense's
+# memory, quadratic in N, soon runs out). Thresholds are on N*M per batch element.
+_CPU_DENSE_MAX_NM = 1 << 20
+_CUDA_DENSE_MAX_NM = {torch.float16: 1 << 20, torch.bfloat16: 1 << 20, torch.float32: 1 << 20}
+_TRITON_MAX_CQK = 64
+
+
+def choose_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
+    """The backend ``auto`` uses for these inputs: a function of device, dtype and sizes only."""
+    N, M = q.shape[2], k.shape[2]
+    cqk = q.shape[1]
+    nm = N * M
+    if q.device.type != "cuda":
+        return "dense" if nm <= _CPU_DENSE_MAX_NM else "sdpa"
+    if nm <= _CUDA_DENSE_MAX_NM.get(q.dtype, 1 << 20):
+        return "dense"
+    if q.dtype in (torch.float16, torch.bfloat16) and cqk <= _TRITON_MAX_CQK and triton_available(q.device):
+        return "triton"
+    return "sdpa"
+
+
 def attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto", scale: float | None = None
 ) -> torch.Tensor:
+    """softmax(scale * q^T k) v: q [B,Cqk,N], k [B,Cqk,M], v [B,Cv,M] -> [B,Cv,N] (scale None: 1)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend '{backend}'; known: {', '.join(BACKENDS)}")
-    return attend_dense(q, k, v, scale)
+    _check(q, k, v)
+    if backend == "auto":
+        backend = choose_backend(q, k, v)
+    if backend == "dense":
+        return attend_dense(q, k, v, scale)
+    if backend == "sdpa":
+        return attend_sdpa(q, k, v, scale)
+    return attend_triton(q, k, v, scale)
+
+
+def attention_flops(B: int, N: int, M: int, cqk: int, cv: int, backward: bool = True) -> int:
+    """Useful floating-point operations: 2*B*N*M*(Cqk+Cv) forward (Q.K^T and A.V, unpadded),
+    three times that for forward+backward (backward does twice the forward's matrix work)."""
+    f = 2 * B * N * M * (cqk + cv)
+    return 3 * f if backward else f
+
+
+__all__ = [
+    "BACKENDS",
+    "attend",
+    "attend_dense",
+    "attend_sdpa",
+    "attend_triton",
+    "attention_weights",
+    "attention_flops",
+    "choose_backend",
+    "sdpa_head_dim",
+    "triton_available",
+]
