@@ -69,6 +69,9 @@ class TrainConfig(Section):
     time_limit_minutes: float | None = Field(
         None, gt=0, description="stop (with a checkpoint) after this much wall time"
     )
+    channels_last: bool = Field(
+        False, description="channels_last memory format for G, D and batches (faster convs on recent GPUs)"
+    )
 
 
 class EvalConfig(Section):

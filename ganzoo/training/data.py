@@ -1,0 +1,106 @@
+"""Training batches from a dataset's uint8 image array, in a seeded order that can be resumed.
+
+Each epoch visits the images in a fresh permutation drawn from a dedicated ``torch.Generator``
+(seeded from the recipe), so the data order depends on nothing else. The state saved in a
+checkpoint is the generator state *before* the current epoch's permutation, the epoch number and
+the position inside it: restoring it redraws the same permutation and continues at the same image.
+
+The images stay uint8 and live on the training device when they fit (a quarter of the free GPU
+memory at most); otherwise in pinned host memory, gathered per batch and copied asynchronously.
+Batches are converted to float in [-1, 1] on the device.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+DEVICE_FRACTION = 0.25
+
+
+def _as_tensor(a: Any, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a.to(dtype)
+    return torch.as_tensor(np.asarray(a)).to(dtype)
+
+
+class DataSampler:
+    """Endless stream of ``(images[-1,1] float, labels int64)`` batches in a resumable seeded order."""
+
+    def __init__(
+        self, images: Any, labels: Any, seed: int, device: torch.device, channels_last: bool = False
+    ) -> None:
+        images = _as_tensor(images, torch.uint8)
+        if images.ndim != 4:
+            raise ValueError(f"dataset images must be [N, C, H, W] uint8, got shape {tuple(images.shape)}")
+        n = images.shape[0]
+        labels = _as_tensor(labels, torch.int64) if labels is not None else torch.zeros(n, dtype=torch.int64)
+        if labels.shape != (n,):
+            raise ValueError(f"dataset labels must have shape [{n}], got {tuple(labels.shape)}")
+        if n == 0:
+            raise ValueError("dataset has no images")
+        self.n = n
+        self.device = device
+        self.channels_last = channels_last
+        self.on_device = device.type == "cpu" or self._fits(images, device)
+        if self.on_device:
+            self.images = images.to(device)
+            self.labels = labels.to(device)
+        else:
+            self.images = images.contiguous().pin_memory()
+            self.labels = labels.pin_memory()
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.epoch = -1
+        self.pos = 0
+        self._gen_state = self.generator.get_state()
+        self._perm = torch.empty(0, dtype=torch.int64)
+        self._new_epoch()
+
+    @staticmethod
+    def _fits(images: torch.Tensor, device: torch.device) -> bool:
+        if device.type != "cuda":
+            return False
+        free, _ = torch.cuda.mem_get_info(device)
+        return images.numel() * images.element_size() <= DEVICE_FRACTION * free
+
+    def _new_epoch(self) -> None:
+        self._gen_state = self.generator.get_state()
+        perm = torch.randperm(self.n, generator=self.generator)
+        self._perm = perm.to(self.device) if self.on_device else perm
+        self.epoch += 1
+        self.pos = 0
+
+    def _indices(self, count: int) -> torch.Tensor:
+        parts = []
+        while count > 0:
+            if self.pos >= self.n:
+                self._new_epoch()
+            take = min(count, self.n - self.pos)
+            parts.append(self._perm[self.pos : self.pos + take])
+            self.pos += take
+            count -= take
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def next(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self._indices(batch_size)
+        x, y = self.images[idx], self.labels[idx]
+        if not self.on_device:
+            x = x.pin_memory().to(self.device, non_blocking=True)
+            y = y.pin_memory().to(self.device, non_blocking=True)
+        x = x.float().div_(127.5).sub_(1.0)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    # --------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self._gen_state.clone(), "epoch": self.epoch, "pos": self.pos, "n": self.n}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state["n"]) != self.n:
+            raise ValueError(f"the checkpoint's data order is for {state['n']} images, the dataset has {self.n}")
+        self.generator.set_state(state["generator"].to(torch.uint8))
+        self._new_epoch()  # redraws the same permutation and re-saves the pre-epoch state
+        self.epoch = int(state["epoch"])
+        self.pos = int(state["pos"])

@@ -1,0 +1,107 @@
+"""Sampling from a generator: fixed noise for progress grids, uint8 conversion, PNG grids."""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .atomic import atomic_write_bytes
+
+GRID_COLUMNS = 8
+MAX_CLASS_ROWS = 16
+NOISE_SEED_OFFSET = 0x5A3D1E  # the fixed grid noise never shares a stream with training
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float images -> uint8 [0, 255] (rounded, clamped)."""
+    return x.float().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def grid_labels(num_classes: int, columns: int = GRID_COLUMNS) -> torch.Tensor | None:
+    """One row per class (at most ``MAX_CLASS_ROWS`` classes, evenly spread) or None if unconditional."""
+    if num_classes <= 0:
+        return None
+    rows = min(num_classes, MAX_CLASS_ROWS)
+    classes = torch.linspace(0, num_classes - 1, rows).round().long()
+    return classes.repeat_interleave(columns)
+
+
+def fixed_noise(z_dim: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """The progress-grid batch ``(z, y, columns)``: the same for every step and every resume."""
+    y = grid_labels(num_classes)
+    n = GRID_COLUMNS * GRID_COLUMNS if y is None else y.numel()
+    g = torch.Generator().manual_seed(int(seed) + NOISE_SEED_OFFSET)
+    return torch.randn(n, z_dim, generator=g), y, GRID_COLUMNS
+
+
+@torch.no_grad()
+def generate(
+    generator: nn.Module,
+    z: torch.Tensor,
+    y: torch.Tensor | None,
+    batch_size: int = 256,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """uint8 images [N, C, H, W] (on CPU) from ``generator`` in eval mode, in batches."""
+    was_training = generator.training
+    generator.eval()
+    device = next(generator.parameters()).device
+    out = []
+    try:
+        for i in range(0, z.shape[0], batch_size):
+            zb = z[i : i + batch_size].to(device)
+            yb = None if y is None else y[i : i + batch_size].to(device)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                img = generator(zb, yb)
+            out.append(to_uint8(img).cpu())
+    finally:
+        generator.train(was_training)
+    return torch.cat(out)
+
+
+def make_generate_fn(
+    generator: nn.Module,
+    z_dim: int,
+    num_classes: int,
+    seed: int,
+    batch_size: int = 256,
+    autocast_dtype: torch.dtype | None = None,
+) -> Callable[[int], torch.Tensor]:
+    """``generate_fn(n) -> uint8 [n, C, H, W]`` for metrics: its own seeded noise stream (uniform
+    classes when conditional), so evaluating never disturbs the training RNG."""
+    g = torch.Generator().manual_seed(int(seed))
+
+    def generate_fn(n: int) -> torch.Tensor:
+        z = torch.randn(n, z_dim, generator=g)
+        y = torch.randint(0, num_classes, (n,), generator=g) if num_classes > 0 else None
+        return generate(generator, z, y, batch_size, autocast_dtype)
+
+    return generate_fn
+
+
+def grid_png(images: torch.Tensor, columns: int, padding: int = 2) -> bytes:
+    """uint8 [N, C, H, W] images -> PNG bytes of a grid with ``columns`` images per row."""
+    from PIL import Image
+
+    n, c, h, w = images.shape
+    columns = max(1, min(columns, n))
+    rows = math.ceil(n / columns)
+    canvas = torch.zeros(c, rows * (h + padding) + padding, columns * (w + padding) + padding, dtype=torch.uint8)
+    for i in range(n):
+        r, col = divmod(i, columns)
+        top, left = padding + r * (h + padding), padding + col * (w + padding)
+        canvas[:, top : top + h, left : left + w] = images[i]
+    arr = canvas.permute(1, 2, 0).numpy()
+    pil = Image.fromarray(arr[:, :, 0] if c == 1 else arr)  # L, LA, RGB or RGBA from the shape
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_grid(path: str | Path, images: torch.Tensor, columns: int) -> Path:
+    """Write a PNG grid atomically."""
+    return atomic_write_bytes(path, grid_png(images, columns))
