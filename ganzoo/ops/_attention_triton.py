@@ -33,11 +33,11 @@ def _configs(kind: str):
     if _INTERPRET:
         return [triton.Config({"BN": 16, "BM": 16}, num_warps=1, num_stages=1)]
     if kind == "fwd":
-        shapes = [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 2)]
+        shapes = [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3)]
     elif kind == "dkdv":  # BM = key rows per program, BN = query block of the inner loop
-        shapes = [(64, 128, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2), (32, 128, 4, 3)]
+        shapes = [(64, 128, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2)]
     else:  # dq: BN = query rows per program, BM = key block of the inner loop
-        shapes = [(128, 64, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2), (64, 128, 4, 3)]
+        shapes = [(128, 64, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2)]
     return [triton.Config({"BN": bn, "BM": bm}, num_warps=w, num_stages=s) for bn, bm, w, s in shapes]
 
 
@@ -270,8 +270,11 @@ class _FlashSagan(torch.autograd.Function):
         return dq, dk, dv, None
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-    """softmax(scale * q^T k) v for q [B,Cqk,N], k [B,Cqk,M], v [B,Cv,M] (scale None: 1)."""
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
+           max_dv: int = MAX_DV) -> torch.Tensor:
+    """softmax(scale * q^T k) v for q [B,Cqk,N], k [B,Cqk,M], v [B,Cv,M] (scale None: 1).
+
+    Values wider than ``max_dv`` channels run as chunks of ``max_dv`` (a power of two >= 16)."""
     if q.device.type != "cuda" and not _INTERPRET:
         raise RuntimeError("the 'triton' attention backend needs CUDA tensors (or TRITON_INTERPRET=1)")
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
@@ -284,8 +287,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | Non
     if s < 0:  # the online softmax scales the row max: keep the scale non-negative
         q, s = -q, -s
     cv = v.shape[1]
-    if cv <= MAX_DV:
+    if cv <= max_dv:
         return _FlashSagan.apply(q, k, v, s)
     # Exact: each value chunk gets the same attention weights.
-    parts = [_FlashSagan.apply(q, k, v[:, i:i + MAX_DV], s) for i in range(0, cv, MAX_DV)]
+    parts = [_FlashSagan.apply(q, k, v[:, i:i + max_dv], s) for i in range(0, cv, max_dv)]
     return torch.cat(parts, dim=1)

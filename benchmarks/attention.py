@@ -1,0 +1,373 @@
+"""Attention benchmark: the widely copied PyTorch SAGAN block vs ganzoo's, and every backend.
+
+One command on the GPU (see docs/benchmarks/attention.md for the results and the exact command):
+
+    PYTHONPATH=$PWD python3 benchmarks/attention.py --out results_dir
+
+Feature maps 16/32/64/128 with C = 512/256/128/64, batch 64, fp32 and bf16, forward+backward.
+
+Two tables:
+* blocks: the copied block (q/k 1x1 convs to C/8 with bias, value C->C, the full [B, N, N] matrix
+  built with bmm, out = gamma*o + x) against ganzoo's ``sagan_full`` (same maths, backend
+  ``auto``) and ganzoo's ``sagan`` (pooled key/value, value C/2; no copied counterpart).
+* ops: ``attend`` alone for every backend (and sdpa variants) on the full shape (N = M = H*W,
+  Cqk = C/8, Cv = C) and the pooled shape (M = N/4, Cv = C/2): the data ``auto``'s table is read from.
+
+Counting: time = median of fwd+bwd (``triton.testing.do_bench``, L2 flushed between runs);
+memory = peak ``torch.cuda.max_memory_allocated`` over one fwd+bwd, inputs and parameters
+included; useful TFLOP/s = 3 * 2*B*N*M*(Cqk+Cv) / time: only the unpadded Q.K^T and A.V products,
+forward once and backward twice (the convs are not counted); relative error = ||out - ref|| /
+||ref|| against float64 on 2 of the 64 samples (blocks: gamma = 1 and the error of gamma*o, i.e.
+out - x; ops: q, k, v ~ N(0, 1/sqrt(Cqk)) so logits have unit variance). TF32 is off for convs and
+matmuls, so fp32 rows are fp32 arithmetic.
+
+The ganzoo blocks are imported when pydantic is there (the GPU image needs the staged wheels);
+without it the blocks table has the copied block and the ops table only.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ganzoo.ops import attention as A  # noqa: E402
+
+SIZES = {16: 512, 32: 256, 64: 128, 128: 64}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+BLOCK_BACKENDS = ("auto", "dense", "sdpa", "triton")
+
+
+class CopiedSelfAttention(nn.Module):
+    """The PyTorch SAGAN self-attention block as it is widely copied (reproduced here to measure it)."""
+
+    def __init__(self, in_dim: int):
+        super().__init__()
+        self.query_conv = nn.Conv2d(in_dim, in_dim // 8, kernel_size=1)
+        self.key_conv = nn.Conv2d(in_dim, in_dim // 8, kernel_size=1)
+        self.value_conv = nn.Conv2d(in_dim, in_dim, kernel_size=1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+        self.softmax = nn.Softmax(dim=-1)
+
+    def forward(self, x):
+        b, c, w, h = x.size()
+        proj_query = self.query_conv(x).view(b, -1, w * h).permute(0, 2, 1)
+        proj_key = self.key_conv(x).view(b, -1, w * h)
+        energy = torch.bmm(proj_query, proj_key)
+        attention = self.softmax(energy)
+        proj_value = self.value_conv(x).view(b, -1, w * h)
+        out = torch.bmm(proj_value, attention.permute(0, 2, 1))
+        out = out.view(b, c, w, h)
+        return self.gamma * out + x
+
+
+# ------------------------------------------------------------------------------------------ timing
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench(fn, device, warmup_ms=60, rep_ms=300):
+    """Median milliseconds of ``fn``."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+    fn()
+    times = []
+    t_end = time.perf_counter() + rep_ms / 1000
+    while time.perf_counter() < t_end or len(times) < 3:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def peak_gib(fn, device):
+    if device.type != "cuda":
+        return float("nan")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+def _oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    if not torch.isfinite(a).all():
+        return float("nan")
+    return ((a - b).norm() / b.norm()).item()
+
+
+def ref_attend(q, k, v, chunk=2048):
+    """float64 softmax(q^T k) v, query-chunked so that 128x128 fits."""
+    q, k, v = q.double(), k.double(), v.double()
+    outs = []
+    for i in range(0, q.shape[2], chunk):
+        logits = torch.einsum("bcn,bcm->bnm", q[:, :, i:i + chunk], k)
+        w = torch.softmax(logits, dim=-1)
+        outs.append(torch.einsum("bnm,bcm->bcn", w, v))
+    return torch.cat(outs, dim=2)
+
+
+def run_case(make_step, device, check=None):
+    """Time and measure one fwd+bwd step; returns dict (or the error, e.g. OOM)."""
+    res = {}
+    try:
+        step = make_step()
+        step()  # compile / autotune / warm
+        _sync(device)
+        res["peak_gib"] = peak_gib(step, device)
+        res["ms"] = bench(step, device)
+        if check is not None:
+            res["rel_err"] = check()
+    except Exception as e:  # noqa: BLE001 - reported in the table
+        if _oom(e):
+            res = {"error": "OOM"}
+        else:
+            res = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return res
+
+
+# ------------------------------------------------------------------------------------------ blocks
+def ganzoo_blocks():
+    try:
+        from ganzoo.attention.sagan import SaganAttention, SaganAttentionConfig
+        from ganzoo.attention.sagan_full import SaganFullAttention, SaganFullAttentionConfig
+    except Exception as e:  # noqa: BLE001
+        print(f"[ganzoo blocks not importable: {type(e).__name__}: {e}]", flush=True)
+        return {}
+    out = {}
+    for b in BLOCK_BACKENDS:
+        out[f"ganzoo sagan_full [{b}]"] = lambda c, b=b: SaganFullAttention(SaganFullAttentionConfig(backend=b), c)
+    for b in BLOCK_BACKENDS:
+        out[f"ganzoo sagan pooled [{b}]"] = lambda c, b=b: SaganAttention(SaganAttentionConfig(backend=b), c)
+    return out
+
+
+def block_rows(size, C, dtype, B, device):
+    rows = []
+    makers = {"copied block (bmm)": CopiedSelfAttention, **ganzoo_blocks()}
+    N = size * size
+    for name, make in makers.items():
+        torch.manual_seed(0)
+        blk = make(C).to(device=device, dtype=dtype)
+        with torch.no_grad():
+            blk.gamma.fill_(1.0)
+        x = torch.randn(B, C, size, size, device=device, dtype=dtype, requires_grad=True)
+        go = torch.randn_like(x)
+
+        def make_step(blk=blk, x=x, go=go):
+            def step():
+                x.grad = None
+                for p in blk.parameters():
+                    p.grad = None
+                blk(x).backward(go)
+            return step
+
+        def check(blk=blk, x=x):
+            xs = x[:2].detach()
+            blk.eval()  # spectral norms: no power-iteration step between forward and reference
+            with torch.no_grad():
+                out = blk(xs)
+                if hasattr(blk, "reference"):
+                    ref = blk.reference(xs)
+                else:
+                    ref = copy.deepcopy(blk).double()(xs.double())
+            blk.train()
+            return rel(out.double() - xs.double(), ref - xs.double())
+
+        if name.endswith("[triton]") and device.type != "cuda":
+            continue
+        pooled = "pooled" in name
+        M = N // 4 if pooled else N
+        cv = C // 2 if pooled else C
+        r = run_case(make_step, device, check)
+        r.update(name=name, size=size, C=C, dtype=str(dtype).split(".")[-1], N=N, M=M, cqk=C // 8, cv=cv,
+                 flops=A.attention_flops(B, N, M, C // 8, cv))
+        if "ms" in r:
+            r["tflops"] = r["flops"] / (r["ms"] * 1e-3) / 1e12
+        rows.append(r)
+        del blk, x, go
+        print(_fmt_row(r), flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ ops
+def op_variants(device, dtype):
+    from torch.nn.attention import SDPBackend
+
+    v = {"dense": lambda q, k, v_: A.attend(q, k, v_, backend="dense"),
+         "sdpa": lambda q, k, v_: A.attend(q, k, v_, backend="sdpa")}
+    if device.type == "cuda":
+        del v["sdpa"]  # the explicit variants below cover its choices
+    if device.type == "cuda":
+        for hd in (64, 128, 256):
+            v[f"sdpa pad h{hd}"] = lambda q, k, v_, hd=hd: A.attend_sdpa(q, k, v_, head_dim=hd)
+        v["sdpa flash h64"] = lambda q, k, v_: A.attend_sdpa(q, k, v_, head_dim=64, kernels=[SDPBackend.FLASH_ATTENTION])
+        v["sdpa cudnn h64"] = lambda q, k, v_: A.attend_sdpa(q, k, v_, head_dim=64, kernels=[SDPBackend.CUDNN_ATTENTION])
+        v["sdpa cudnn h128"] = lambda q, k, v_: A.attend_sdpa(q, k, v_, head_dim=128, kernels=[SDPBackend.CUDNN_ATTENTION])
+        for hd in (64, 128, 512):
+            v[f"sdpa eff nopad h{hd}"] = lambda q, k, v_, hd=hd: A.attend_sdpa(
+                q, k, v_, head_dim=hd, pad_qk=False, kernels=[SDPBackend.EFFICIENT_ATTENTION])
+        v["triton"] = lambda q, k, v_: A.attend(q, k, v_, backend="triton")
+        from ganzoo.ops import _attention_triton as T
+
+        v["triton dv64"] = lambda q, k, v_: T.attend(q, k, v_, max_dv=64)
+        v["auto"] = lambda q, k, v_: A.attend(q, k, v_, backend="auto")
+    else:
+        v["auto"] = lambda q, k, v_: A.attend(q, k, v_, backend="auto")
+    return v
+
+
+def op_rows(size, C, dtype, B, device, only=None):
+    rows = []
+    N = size * size
+    for shape_name, M, cv in (("full", N, C), ("pooled", N // 4, C // 2)):
+        cqk = C // 8
+        g = torch.Generator(device="cpu").manual_seed(size)
+        s = cqk ** -0.25
+        q = (torch.randn(B, cqk, N, generator=g) * s).to(device=device, dtype=dtype).requires_grad_()
+        k = (torch.randn(B, cqk, M, generator=g) * s).to(device=device, dtype=dtype).requires_grad_()
+        v = torch.randn(B, cv, M, generator=g).to(device=device, dtype=dtype).requires_grad_()
+        go = torch.randn(B, cv, N, generator=g).to(device=device, dtype=dtype)
+        ref = ref_attend(q[:2].detach(), k[:2].detach(), v[:2].detach())
+        for name, fn in op_variants(device, dtype).items():
+            if only and name not in only:
+                continue
+
+            def make_step(fn=fn):
+                def step():
+                    q.grad = k.grad = v.grad = None
+                    fn(q, k, v).backward(go)
+                return step
+
+            def check(fn=fn):
+                with torch.no_grad():
+                    return rel(fn(q[:2], k[:2], v[:2]), ref)
+
+            r = run_case(make_step, device, check)
+            r.update(name=name, shape=shape_name, size=size, C=C, dtype=str(dtype).split(".")[-1], N=N, M=M,
+                     cqk=cqk, cv=cv, flops=A.attention_flops(B, N, M, cqk, cv))
+            if name == "auto":
+                r["auto_picks"] = A.choose_backend(q, k, v)
+            if "ms" in r:
+                r["tflops"] = r["flops"] / (r["ms"] * 1e-3) / 1e12
+            rows.append(r)
+            print(_fmt_row(r), flush=True)
+        del q, k, v, go, ref
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ output
+def _fmt_row(r):
+    head = f"{r['size']:>3}x{r['size']:<3} C{r['C']:<3} {r['dtype']:<8} {r.get('shape', 'block'):<6} {r['name']:<28}"
+    if "error" in r:
+        return head + f" {r['error']}"
+    extra = f" -> {r['auto_picks']}" if "auto_picks" in r else ""
+    return head + (f" {r['ms']:9.3f} ms {r['peak_gib']:7.2f} GiB {r.get('tflops', 0):7.1f} TFLOP/s"
+                   f" err {r.get('rel_err', float('nan')):.2e}{extra}")
+
+
+def markdown(rows, kind):
+    out = []
+    if kind == "blocks":
+        out.append("| map | C | dtype | block | fwd+bwd ms (median) | peak GiB | useful TFLOP/s | rel. err vs fp64 |")
+        out.append("|---|---|---|---|---:|---:|---:|---:|")
+    else:
+        out.append("| map | C | dtype | shape (N, M, Cqk, Cv) | backend | fwd+bwd ms (median) | peak GiB | useful TFLOP/s | rel. err vs fp64 |")
+        out.append("|---|---|---|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        cells = [f"{r['size']}x{r['size']}", str(r["C"]), r["dtype"]]
+        if kind == "blocks":
+            cells.append(r["name"])
+        else:
+            cells.append(f"{r['shape']} ({r['N']}, {r['M']}, {r['cqk']}, {r['cv']})")
+            cells.append(r["name"] + (f" -> {r['auto_picks']}" if "auto_picks" in r else ""))
+        if "error" in r:
+            cells += [r["error"], "", "", ""]
+        else:
+            cells += [f"{r['ms']:.3f}", f"{r['peak_gib']:.2f}", f"{r.get('tflops', 0):.1f}", f"{r.get('rel_err', float('nan')):.1e}"]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
+    ap.add_argument("--dtypes", nargs="*", default=list(DTYPES), choices=list(DTYPES))
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--only", nargs="*", default=None, help="op-table backends to run (default: all)")
+    ap.add_argument("--no-blocks", action="store_true")
+    ap.add_argument("--no-ops", action="store_true")
+    ap.add_argument("--out", default=None, help="folder for attention.json and attention.md")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    info = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "command": "python3 " + " ".join(sys.argv),
+        "batch": args.batch,
+    }
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except Exception:  # noqa: BLE001
+        pass
+    print(json.dumps(info), flush=True)
+    blocks, ops = [], []
+    for dt in args.dtypes:
+        for size in args.sizes:
+            C = SIZES.get(size, 64)
+            if not args.no_blocks:
+                blocks += block_rows(size, C, DTYPES[dt], args.batch, device)
+            if not args.no_ops:
+                ops += op_rows(size, C, DTYPES[dt], args.batch, device, args.only)
+    md = f"Device: {info['device']}; torch {info['torch']}; triton {info.get('triton')}; {info['date']}; batch {args.batch}\n\n"
+    md += "### Blocks\n\n" + markdown(blocks, "blocks") + "\n\n### attend() backends\n\n" + markdown(ops, "ops") + "\n"
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "attention.json").write_text(json.dumps({"info": info, "blocks": blocks, "ops": ops}, indent=1))
+        (out / "attention.md").write_text(md)
+    print("\n" + markdown(blocks, "blocks"))
+    best = {}
+    for r in ops:
+        if "ms" in r and r["name"] != "auto":
+            key = (r["size"], r["dtype"], r["shape"])
+            if key not in best or r["ms"] < best[key]["ms"]:
+                best[key] = r
+    print("\nfastest op backend per case:")
+    for (size, dt, shape), r in sorted(best.items()):
+        auto = next((x for x in ops if x["name"] == "auto" and (x["size"], x["dtype"], x["shape"]) == (size, dt, shape)), {})
+        print(f"  {size:>3} {dt:<8} {shape:<6} {r['name']:<22} {r['ms']:8.3f} ms  err {r.get('rel_err', math.nan):.1e}"
+              f"   auto -> {auto.get('auto_picks')} {auto.get('ms', math.nan):8.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())
