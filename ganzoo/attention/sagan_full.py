@@ -37,6 +37,9 @@ class SaganFullAttention(nn.Module):
     """Self-attention of the widely copied PyTorch SAGAN snippet: biased convs, C values, no pooling."""
 
     permutation_equivariant = True
+    #: The key bias b adds q_i . b to every logit of query row i, which the softmax cancels: it never
+    #: gets a gradient. Kept, as in the snippet, so its checkpoints load.
+    gradient_free_parameters = ("key.bias",)
 
     def __init__(self, cfg: SaganFullAttentionConfig | None = None, channels: int = 0) -> None:
         super().__init__()

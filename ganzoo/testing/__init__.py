@@ -1,0 +1,26 @@
+"""Property checks any block (a plugin's too) can be run through, with hypothesis.
+
+    from ganzoo.registry import ATTENTION
+    from ganzoo.testing import check_attention_block
+
+    def test_my_attention():
+        check_attention_block(ATTENTION.get("example.my_attention"), "cpu", torch.float32)
+
+Each check builds the block from its kind's contract only (see docs/architecture.md), draws small
+shapes with hypothesis (``max_examples`` ~10, no deadline, no example database) and raises
+``AssertionError`` with the falsifying example. Needs ``hypothesis`` (the ``dev`` extra).
+"""
+from .layers import check_attention_block, check_norm_block, check_permutation_equivariance, check_weight_norm
+from .strategies import TOLERANCE, assert_rel_close, rel_error, run_property, tolerance
+
+__all__ = [
+    "check_attention_block",
+    "check_norm_block",
+    "check_weight_norm",
+    "check_permutation_equivariance",
+    "TOLERANCE",
+    "tolerance",
+    "rel_error",
+    "assert_rel_close",
+    "run_property",
+]
