@@ -5,3 +5,5 @@ weight norms are built as ``cls(cfg)`` and used as ``wrap(module) -> module``. F
 ``_`` are helpers shared by the blocks (``_weights.reference_weight``: a wrapped layer's effective
 weight in float64, for reference computations in tests).
 """
+
+from ._weights import reference_bias, reference_weight  # noqa: E402,F401  (public: for blocks' float64 references)

@@ -15,6 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from ganzoo.config import BlockConfig
+from ganzoo.norms import reference_weight
 from ganzoo.registry import WEIGHT_NORM
 
 
@@ -65,18 +66,22 @@ class LinearAttention(nn.Module):
         s = torch.bmm(q.transpose(1, 2), k)
         return s / (s.sum(-1, keepdim=True) + self.cfg.eps)
 
-    @torch.no_grad()
-    def reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The same maths in float64, written plainly with the explicit N x N weights."""
+    def _reference(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xd = x.double()
         b, c, h, w = x.shape
 
-        def conv(mod, t):
-            weight = mod.weight if not hasattr(mod, "normalized_weight") else mod.normalized_weight()
-            return torch.einsum("oc,bcn->bon", weight.double().flatten(1), t.flatten(2))
+        def conv(mod, t):  # the weight the next forward uses (spectral norm included), no side effects
+            return torch.einsum("oc,bcn->bon", reference_weight(mod).flatten(1), t.flatten(2))
 
         q, k, v = _phi(conv(self.query, xd)), _phi(conv(self.key, xd)), conv(self.value, xd)
-        s = torch.bmm(q.transpose(1, 2), k)
+        s = torch.bmm(q.transpose(1, 2), k)  # explicit [B, N, N] weights
         a = s / (s.sum(-1, keepdim=True) + self.cfg.eps)
         o = torch.bmm(v, a.transpose(1, 2)).reshape(b, c, h, w)
-        return xd + self.gamma.double() * o
+        return xd + self.gamma.detach().double() * o, a
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The same maths in float64, written plainly with the explicit N x N weights."""
+        return self._reference(x)[0]
+
+    def reference_attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self._reference(x)[1]
