@@ -1,9 +1,9 @@
 """Property checks for layer blocks (attention, norm, weight_norm), built only from each kind's contract.
 
 Each ``check_*`` function takes a registry entry (or a block name), builds the block the way the
-kind's contract says, draws small random shapes with hypothesis and raises ``AssertionError`` (via
-hypothesis, with the falsifying example) when a property fails. ``device`` is where the block runs;
-``dtype`` is the dtype its parameters and inputs are cast to, or, with ``autocast=True``, the
+kind's contract says, draws small random shapes with hypothesis and raises ``AssertionError`` (with
+the falsifying example, shrunk unless ``shrink=False``) when a property fails. ``device`` is where
+the block runs; ``dtype`` is the dtype its parameters and inputs are cast to, or, with ``autocast=True``, the
 autocast dtype while parameters and inputs stay fp32 (how training runs in bf16).
 
 What a block must provide, beyond its kind's contract, to get the stronger checks:
@@ -141,6 +141,7 @@ def check_attention_block(
     sizes: Sequence[int] = (4, 6, 8),
     batch_sizes: Sequence[int] = (1, 2, 3),
     max_examples: int = 10,
+    shrink: bool = True,
 ) -> None:
     """Property checks of an attention block (``cls(cfg, channels)``, ``forward(x) -> same shape``).
 
@@ -239,7 +240,7 @@ def check_attention_block(
         if getattr(block, "permutation_equivariant", False):
             _assert_equivariant(block, x, ctx, tol, name)
 
-    run_property(body, max_examples)
+    run_property(body, max_examples, shrink)
 
 
 def _assert_equivariant(block: nn.Module, x: torch.Tensor, ctx, tol: float, name: str) -> None:
@@ -259,6 +260,7 @@ def check_permutation_equivariance(
     channels: Sequence[int] = (8, 16),
     sizes: Sequence[int] = (2, 4, 6),
     max_examples: int = 10,
+    shrink: bool = True,
 ) -> None:
     """Permuting the input's pixels permutes the output the same way (eval mode, non-zero gamma)."""
     entry = _entry(ATTENTION, entry)
@@ -278,7 +280,7 @@ def check_permutation_equivariance(
         x = torch.randn(b, c, h, w, device=device, dtype=dtype)
         _assert_equivariant(block, x, contextlib.nullcontext, tolerance(dtype), entry.name)
 
-    run_property(body, max_examples)
+    run_property(body, max_examples, shrink)
 
 
 # ----------------------------------------------------------------------------- norms
@@ -292,6 +294,7 @@ def check_norm_block(
     channels: Sequence[int] = (8, 16, 32),
     sizes: Sequence[int] = (2, 3, 4, 6),
     max_examples: int = 10,
+    shrink: bool = True,
 ) -> None:
     """Property checks of a feature norm (``cls(cfg, channels, num_classes=0)``, ``forward(x, y=None)``).
 
@@ -359,7 +362,7 @@ def check_norm_block(
             if not torch.equal(a, b_):
                 raise AssertionError(f"norm '{name}' built with num_classes=0 does not ignore y")
 
-    run_property(body, max_examples)
+    run_property(body, max_examples, shrink)
 
 
 # ----------------------------------------------------------------------------- weight norms
@@ -425,6 +428,7 @@ def check_weight_norm(
     layers: Sequence[str] = _LAYERS,
     unit_spectral_norm: bool | None = None,
     max_examples: int = 10,
+    shrink: bool = True,
 ) -> None:
     """Property checks of a weight norm (``cls(cfg)``, ``wrap(module) -> module``) on Conv2d, Linear, Embedding.
 
@@ -527,5 +531,5 @@ def check_weight_norm(
             if not abs(top_eff - top) <= stol:
                 raise AssertionError(f"weight norm '{name}': {kind} .weight has largest singular value {top_eff:.6g}, not {top:.6g}")
 
-    run_property(body, max_examples)
+    run_property(body, max_examples, shrink)
 

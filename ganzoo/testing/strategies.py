@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 #: Relative (Frobenius-norm) tolerance of a block's output against its float64 reference, by the
@@ -37,10 +37,15 @@ def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, w
         raise AssertionError(f"{what}: relative error {err:.3g} > tolerance {tol:.3g}")
 
 
-def run_property(body: Callable[[st.DataObject], None], max_examples: int = 10) -> None:
-    """Run ``body(data)`` on ``max_examples`` hypothesis examples (no deadline, no example database)."""
+def run_property(body: Callable[[st.DataObject], None], max_examples: int = 10, shrink: bool = True) -> None:
+    """Run ``body(data)`` on ``max_examples`` hypothesis examples (no deadline, no example database).
+
+    ``shrink=False`` reports the first failing example as found (faster, less minimal).
+    """
+    phases = (Phase.explicit, Phase.generate) + ((Phase.shrink, Phase.explain) if shrink else ())
     prop = settings(
         max_examples=max_examples,
+        phases=phases,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
