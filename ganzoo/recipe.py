@@ -87,6 +87,11 @@ class EvalConfig(Section):
     inception_weights: str | None = Field(
         None, description="local FID Inception weights (.pth); env GANZOO_INCEPTION_WEIGHTS overrides unset"
     )
+    missing_weights: Literal["error", "skip"] = Field(
+        "error",
+        description="when no Inception weights are set: error (before training starts) or skip the "
+        "metrics with a warning (the quickstart does, so it runs anywhere)",
+    )
 
 
 # ----------------------------------------------------------------------------- recipe

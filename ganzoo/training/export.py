@@ -91,3 +91,22 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.M
         raise GanzooError(f"{weights_path}: does not match the generator of {recipe_path} ({first})") from None
     G.recipe = recipe
     return G.to(device).eval().requires_grad_(False)
+
+
+def open_generator(
+    target: str | Path, device: str | torch.device = "cpu", best: bool = False
+) -> tuple[nn.Module, Recipe, int | None, str]:
+    """EMA-G (eval mode) from a checkpoint, a run folder (latest or best checkpoint) or an export
+    folder: ``(G, recipe, step or None, source description)``."""
+    target = Path(target)
+    if target.is_dir() and (target / WEIGHTS_FILE).is_file():
+        from safetensors import safe_open
+
+        G = load_generator(target, device)
+        with safe_open(str(target / WEIGHTS_FILE), "pt") as f:
+            step = (f.metadata() or {}).get("step")
+        return G, G.recipe, int(step) if step is not None else None, str(target)
+    path = resolve_checkpoint(target, best=best)
+    ckpt = load_checkpoint(path)
+    G, recipe = generator_from_checkpoint(ckpt, str(path), device)
+    return G, recipe, int(ckpt["step"]), str(path)

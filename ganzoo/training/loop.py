@@ -40,6 +40,7 @@ from .checkpoint import (
 from .atomic import atomic_write_text, remove_stale_temps
 from .data import DataSampler
 from .ema import make_ema, update_ema
+from .evaluation import Evaluator, check_eval_ready
 from .logs import RunLog
 from .sampling import fixed_noise, generate, save_grid
 
@@ -222,6 +223,7 @@ def train(
             raise GanzooError("train: a recipe is needed unless resuming")
         rundir.check_free(run_dir, overwrite)
     tc, ec = recipe.train, recipe.eval
+    do_eval = check_eval_ready(recipe, source)  # missing Inception weights fail here, before any file
 
     # ---- 2. data, networks, loss, optimisers ---------------------------------------------------
     seed_everything(recipe.seed)
@@ -272,6 +274,7 @@ def train(
     best = _read_best(ckpt_dir)
     grid_z, grid_y, grid_cols = fixed_noise(z_dim, nc, recipe.seed)
     sample_net = G_ema if G_ema is not None else G
+    evaluator = Evaluator(recipe, device, amp)
 
     def autocast():
         return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
@@ -337,11 +340,7 @@ def train(
 
     def _evaluate() -> dict[str, float]:
         nonlocal best
-        from .evaluation import evaluate_generator
-
-        results = evaluate_generator(
-            sample_net, recipe, device, seed=recipe.seed + step, autocast=amp, dataset=dataset
-        )
+        results = evaluator(sample_net, seed=recipe.seed + step)
         log.write(step, {f"eval/{k}": v for k, v in results.items()}, kimg=kimg(), time=elapsed())
         fid = results.get("fid")
         if fid is not None and math.isfinite(fid) and (best is None or fid < best["fid"]):
@@ -463,7 +462,7 @@ def train(
                 finished = step >= tc.steps
                 if (tc.sample_every and step % tc.sample_every == 0) or finished:
                     write_samples()
-                if ec.metrics and ((ec.every and step % ec.every == 0) or finished):
+                if do_eval and ((ec.every and step % ec.every == 0) or finished):
                     results = evaluate()
                 if step % tc.checkpoint_every == 0 or finished:
                     if last_ckpt_step != step:

@@ -1,0 +1,79 @@
+"""Sample-quality evaluation of a generator through :mod:`ganzoo.metrics` (FID, KID, IS).
+
+The generator (EMA-G during training) produces ``eval.num_samples`` images from its own seeded noise
+stream (classes uniform when conditional), so evaluating never changes the training RNG and a
+resumed run evaluates exactly like an uninterrupted one. The reference images (``eval.reference``,
+else the training data's test split) are built once per :class:`Evaluator`.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..recipe import Recipe
+from .sampling import make_generate_fn
+
+
+def weights_problem(recipe: Recipe) -> str | None:
+    """Why the recipe's metrics cannot run (no Inception weights), or None. Checked before training."""
+    if not recipe.eval.metrics:
+        return None
+    from ..metrics import MetricError, resolve_weights
+
+    try:
+        resolve_weights(recipe.eval.inception_weights)
+    except MetricError as exc:
+        return str(exc)
+    return None
+
+
+class Evaluator:
+    """Computes ``recipe.eval.metrics`` for a generator; the reference split is built on first use."""
+
+    def __init__(self, recipe: Recipe, device: torch.device, autocast: torch.dtype | None = None,
+                 metrics: list[Any] | None = None, num_samples: int | None = None) -> None:
+        self.recipe = recipe
+        self.device = device
+        self.autocast = autocast
+        self.metrics = list(recipe.eval.metrics if metrics is None else metrics)
+        self.num_samples = num_samples or recipe.eval.num_samples
+        self.reference = None
+
+    def __call__(self, generator: nn.Module, seed: int) -> dict[str, float]:
+        from ..metrics import build_metrics, evaluate
+
+        mets = build_metrics(self.metrics)
+        if not mets:
+            return {}
+        if self.reference is None and any(m.needs_reference for m in mets):
+            from ..datasets import build_reference
+
+            self.reference = build_reference(self.recipe)
+        ec = self.recipe.eval
+        generate_fn = make_generate_fn(
+            generator, int(generator.z_dim), self.recipe.num_classes, seed, ec.batch_size, self.autocast
+        )
+        return evaluate(
+            mets, generate_fn, self.reference, num_samples=self.num_samples, batch_size=ec.batch_size,
+            weights=ec.inception_weights, device=self.device,
+        )
+
+
+def check_eval_ready(recipe: Recipe, source: str) -> bool:
+    """Whether evaluation will run: True if there are metrics and weights; False (with a warning) if
+    weights are missing and ``eval.missing_weights`` is ``skip``; raises if it is ``error``."""
+    problem = weights_problem(recipe)
+    if not recipe.eval.metrics:
+        return False
+    if problem is None:
+        return True
+    if recipe.eval.missing_weights == "skip":
+        names = ", ".join(m.type for m in recipe.eval.metrics)
+        print(f"ganzoo: skipping evaluation ({names}): {problem}", file=sys.stderr)
+        return False
+    from ..metrics import MetricError
+
+    raise MetricError(f"{source}: {problem}")
