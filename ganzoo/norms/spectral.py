@@ -140,11 +140,12 @@ class SpectralNorm:
 
     def wrap(self, module: nn.Module, name: str = "weight") -> nn.Module:
         """Spectrally normalise ``module.<name>`` in place and return ``module``."""
-        weight = getattr(module, name, None)
-        if not isinstance(weight, nn.Parameter):
-            raise TypeError(f"spectral norm needs a module with a '{name}' parameter, got {type(module).__name__}")
         if is_spectral(module, name):
             raise ValueError(f"{type(module).__name__}.{name} is already spectrally normalised")
+        weight = getattr(module, name, None)
+        stacked = parametrize.is_parametrized(module, name)  # on top of another parametrization
+        if not isinstance(weight, nn.Parameter) and not stacked:
+            raise TypeError(f"spectral norm needs a module with a '{name}' parameter, got {type(module).__name__}")
         dim = 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
         param = SpectralNormParametrization(weight, self.cfg.n_power_iterations, self.cfg.eps, dim)
         # unsafe=True: skip the consistency call, which would step the power iteration once
