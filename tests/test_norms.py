@@ -140,6 +140,21 @@ def test_reference_weight_has_no_side_effects_and_predicts_forward():
     assert not torch.equal(state["parametrizations.weight.0.u"], p.u)
 
 
+def test_two_forwards_before_one_backward():
+    """A GAN step runs D on real and fake, then one backward: the second forward's in-place update
+    of u and v must not invalidate the first forward's graph."""
+    conv = _sn()(nn.Conv2d(3, 4, 3))
+    x = torch.randn(2, 3, 5, 5)
+    loss = conv(x).square().mean() + conv(-x).abs().mean()
+    loss.backward()
+    assert torch.isfinite(conv.parametrizations.weight.original.grad).all()
+    conv.eval()
+    loss = conv(x).sum()
+    conv.train()
+    conv(x)
+    loss.backward()  # eval graph kept its own copy of u, v
+
+
 def test_zero_weight_gives_zeros_not_nan():
     lin = _sn()(nn.Linear(4, 3))
     with torch.no_grad():
@@ -304,3 +319,57 @@ def test_unconditional_norms_ignore_labels():
         norm = NORM.build(name, 8, num_classes=5)
         torch.testing.assert_close(norm(x, torch.tensor([0, 4, 2])), norm(x), rtol=0, atol=0)
     assert torch.equal(NORM.build("none", 8)(x), x)
+
+
+# ----------------------------------------------------------------------------- the checks can fail
+class _FrobeniusParam(nn.Module):
+    """Divides by the Frobenius norm (>= the spectral norm): a plausible-looking wrong 'spectral norm'."""
+
+    def forward(self, w):
+        return w / w.norm()
+
+    def reference(self, w):
+        return w / w.norm()
+
+
+class _FrobeniusNorm:
+    unit_spectral_norm = True
+
+    def __init__(self, cfg=None):
+        self.cfg = cfg
+
+    def __call__(self, module):
+        from torch.nn.utils import parametrize
+
+        parametrize.register_parametrization(module, "weight", _FrobeniusParam())
+        return module
+
+
+class _LeakyLabels(nn.Module):
+    """An 'unconditional' norm that secretly uses y."""
+
+    def __init__(self, cfg=None, channels=0, num_classes=0):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x, y=None):
+        out = x * self.scale[:, None, None]
+        return out if y is None else out + y.to(x.dtype)[:, None, None, None]
+
+
+def test_weight_norm_check_catches_a_wrong_spectral_norm():
+    from ganzoo.registry import Entry
+    from ganzoo.testing import check_weight_norm
+
+    entry = Entry("weight_norm", "frobenius", _FrobeniusNorm, WEIGHT_NORM.get("none").config, "test")
+    with pytest.raises(AssertionError, match="largest singular value"):
+        check_weight_norm(entry, layers=("linear",), max_examples=10, shrink=False)
+
+
+def test_norm_check_catches_an_unconditional_norm_using_labels():
+    from ganzoo.registry import Entry
+    from ganzoo.testing import check_norm_block
+
+    entry = Entry("norm", "leaky", _LeakyLabels, NORM.get("none").config, "test")
+    with pytest.raises(AssertionError, match="does not ignore y"):
+        check_norm_block(entry, max_examples=10, shrink=False)
