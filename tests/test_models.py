@@ -16,10 +16,17 @@ from ganzoo.models._layers import DBlock, GBlock, count_parameters
 from ganzoo.models._norm import unconditional
 from ganzoo.recipe import load_recipe
 from ganzoo.registry import ATTENTION, DISCRIMINATOR, GENERATOR, NORM
+from ganzoo.testing.models import one_thread
 
 REPO = Path(__file__).resolve().parents[1]
 SAGAN = REPO / "recipes" / "sagan.yaml"
 TINY = {"type": "resnet", "ch": 8}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread("cpu"):  # tiny CPU models: one thread is faster on shared cores
+        yield
 
 
 def G_(res=32, nc=0, channels=3, **cfg):
