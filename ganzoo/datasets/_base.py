@@ -12,6 +12,7 @@ A dataset block is built as ``DATASET.build(cfg, resolution, split="train")`` an
 from __future__ import annotations
 
 import hashlib
+import inspect
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -269,10 +270,13 @@ def build_reference(recipe: Any) -> ImageDataset:
     from ..registry import DATASET
 
     spec, field = (recipe.eval.reference, "eval.reference") if recipe.eval.reference is not None else (recipe.data, "data")
+    entry, cfg = DATASET.resolve(spec)
+    # built-in datasets name the recipe field in their errors; a plugin's may not take `field`
+    kw = {"field": field} if "field" in inspect.signature(entry.obj).parameters else {}
     try:
-        ds = DATASET.build(spec, recipe.resolution, split="test", field=field)
+        ds = entry.obj(cfg, recipe.resolution, split="test", **kw)
     except MissingSplitError as exc:
         warnings.warn(f"{exc}; using its train split as the metric reference", stacklevel=2)
-        ds = DATASET.build(spec, recipe.resolution, split="train", field=field)
+        ds = entry.obj(cfg, recipe.resolution, split="train", **kw)
     check_compatible(ds, recipe, field)
     return ds
