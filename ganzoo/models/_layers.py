@@ -34,6 +34,9 @@ class Layers:
 
     def __init__(self, weight_norm: BlockConfig | str) -> None:
         self.weight_norm = WEIGHT_NORM.build(weight_norm)
+        self.which_conv: Callable[..., nn.Module] = self.conv
+        self.which_linear: Callable[..., nn.Module] = self.linear
+        self.which_embedding: Callable[..., nn.Module] = self.embedding
 
     def _make(self, module: nn.Module) -> nn.Module:
         return self.weight_norm.wrap(init_orthogonal(module))
@@ -51,16 +54,16 @@ class Layers:
 class GBlock(nn.Module):
     """Generator residual block: norm-ReLU-(up)-conv3x3-norm-ReLU-conv3x3, shortcut (up)-conv1x1."""
 
-    def __init__(self, in_channels: int, out_channels: int, layers: Layers,
+    def __init__(self, in_channels: int, out_channels: int, which_conv: Callable[..., nn.Module],
                  which_norm: Callable[[int], nn.Module], upsample: bool) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.upsample = in_channels, out_channels, upsample
         self.bn1 = which_norm(in_channels)
-        self.conv1 = layers.conv(in_channels, out_channels)
+        self.conv1 = which_conv(in_channels, out_channels)
         self.bn2 = which_norm(out_channels)
-        self.conv2 = layers.conv(out_channels, out_channels)
+        self.conv2 = which_conv(out_channels, out_channels)
         self.learnable_sc = in_channels != out_channels or upsample
-        self.conv_sc = layers.conv(in_channels, out_channels, 1) if self.learnable_sc else None
+        self.conv_sc = which_conv(in_channels, out_channels, 1) if self.learnable_sc else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = F.relu(self.bn1(x, y))
@@ -80,15 +83,15 @@ class DBlock(nn.Module):
     1x1 conv, the others convolve first, as in SNGAN/BigGAN.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, layers: Layers, preactivation: bool,
-                 downsample: bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, which_conv: Callable[..., nn.Module],
+                 preactivation: bool, downsample: bool) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.preactivation, self.downsample = preactivation, downsample
-        self.conv1 = layers.conv(in_channels, out_channels)
-        self.conv2 = layers.conv(out_channels, out_channels)
+        self.conv1 = which_conv(in_channels, out_channels)
+        self.conv2 = which_conv(out_channels, out_channels)
         self.learnable_sc = in_channels != out_channels or downsample
-        self.conv_sc = layers.conv(in_channels, out_channels, 1) if self.learnable_sc else None
+        self.conv_sc = which_conv(in_channels, out_channels, 1) if self.learnable_sc else None
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv_sc is None:

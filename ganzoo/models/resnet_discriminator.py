@@ -69,20 +69,21 @@ class ResNetDiscriminator(nn.Module):
             raise ValueError("attention_resolutions: " + _arch.not_sides(bad, sides, "discriminator", resolution))
         self.cfg, self.resolution, self.num_classes, self.channels = cfg, resolution, num_classes, channels
         layers = Layers(cfg.weight_norm)
+        which_conv = layers.which_conv
         self.rows = _arch.discriminator_rows(resolution, cfg.ch, channels, cfg.attention_resolutions)
         self.blocks = nn.ModuleList()
         for i, row in enumerate(self.rows):
-            stage = nn.ModuleList([DBlock(row.in_channels, row.out_channels, layers, i > 0, row.resample)])
+            stage = nn.ModuleList([DBlock(row.in_channels, row.out_channels, which_conv, i > 0, row.resample)])
             if row.slot:
                 if cfg.slot == "attention":
                     stage.append(ATTENTION.build(cfg.attention, row.out_channels))
                 else:
-                    stage.append(DBlock(row.out_channels, row.out_channels, layers, True, False))
+                    stage.append(DBlock(row.out_channels, row.out_channels, which_conv, True, False))
             self.blocks.append(stage)
         last = self.rows[-1].out_channels
-        self.linear = layers.linear(last, 1)
+        self.linear = layers.which_linear(last, 1)
         self.conditional = cfg.projection and num_classes > 0
-        self.embed = layers.embedding(num_classes, last) if self.conditional else None
+        self.embed = layers.which_embedding(num_classes, last) if self.conditional else None
 
     def feature_resolutions(self) -> list[int]:
         """Sides of the feature maps produced by the residual blocks."""

@@ -101,22 +101,23 @@ class ResNetGenerator(nn.Module):
         self.conditional = num_classes > 0 and is_conditional(block_norm)
         which_norm = functools.partial(NORM.build, block_norm, num_classes=num_classes)
         layers = Layers(cfg.weight_norm)
+        which_conv, which_linear = layers.which_conv, layers.which_linear
 
         self.rows = _arch.generator_rows(resolution, cfg.ch, channels, cfg.attention_resolutions)
         first = self.rows[0].in_channels
-        self.linear = layers.linear(cfg.z_dim, first * _arch.BOTTOM_WIDTH**2)
+        self.linear = which_linear(cfg.z_dim, first * _arch.BOTTOM_WIDTH**2)
         self.blocks = nn.ModuleList()
         for row in self.rows:
-            stage = nn.ModuleList([GBlock(row.in_channels, row.out_channels, layers, which_norm, row.resample)])
+            stage = nn.ModuleList([GBlock(row.in_channels, row.out_channels, which_conv, which_norm, row.resample)])
             if row.slot:
                 if cfg.slot == "attention":
                     stage.append(ATTENTION.build(cfg.attention, row.out_channels))
                 else:
-                    stage.append(GBlock(row.out_channels, row.out_channels, layers, which_norm, False))
+                    stage.append(GBlock(row.out_channels, row.out_channels, which_conv, which_norm, False))
             self.blocks.append(stage)
         last = self.rows[-1].out_channels
         self.output_norm = NORM.build(out_norm, last, num_classes=0)
-        self.output_conv = layers.conv(last, channels)
+        self.output_conv = which_conv(last, channels)
 
     def feature_resolutions(self) -> list[int]:
         """Sides of the feature maps produced by the residual blocks."""
