@@ -9,7 +9,7 @@ Forward: one program per (query block, batch); online softmax in base 2 (``exp2`
 log-sum-exp kept per query for the backward. Backward (FlashAttention-2 style, deterministic, no
 atomics): a small kernel for delta = rowsum(dO * O); one kernel per key block for dK and dV
 (looping over the queries), one per query block for dQ (looping over the keys); both recompute P.
-Values wider than ``MAX_DV`` are split into chunks that each run the kernels (exact: the
+Values wider than ``MAX_DV[dtype]`` are split into chunks that each run the kernels (exact: the
 attention weights do not depend on the value).
 
 fp32 inputs use ``tf32x3`` dots (fp32-level accuracy on tensor cores); bf16/fp16 dots accumulate
@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_DV = 128
+MAX_DV = {torch.float32: 64, torch.float16: 128, torch.bfloat16: 128}  # measured: docs/benchmarks/attention.md
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _LOG2E = 1.0 / math.log(2.0)
 
@@ -32,12 +32,13 @@ _LOG2E = 1.0 / math.log(2.0)
 def _configs(kind: str):
     if _INTERPRET:
         return [triton.Config({"BN": 16, "BM": 16}, num_warps=1, num_stages=1)]
+    # (BN, BM, warps, stages); the last of each list is small enough for fp32 with DV = 128
     if kind == "fwd":
-        shapes = [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3)]
+        shapes = [(128, 64, 4, 3), (128, 128, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3), (64, 32, 4, 2)]
     elif kind == "dkdv":  # BM = key rows per program, BN = query block of the inner loop
-        shapes = [(64, 128, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2)]
+        shapes = [(64, 128, 8, 2), (32, 128, 4, 3), (64, 64, 4, 3), (128, 128, 8, 2), (32, 64, 4, 2)]
     else:  # dq: BN = query rows per program, BM = key block of the inner loop
-        shapes = [(128, 64, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2)]
+        shapes = [(128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3), (128, 128, 8, 2), (64, 32, 4, 2)]
     return [triton.Config({"BN": bn, "BM": bm}, num_warps=w, num_stages=s) for bn, bm, w, s in shapes]
 
 
@@ -271,7 +272,7 @@ class _FlashSagan(torch.autograd.Function):
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
-           max_dv: int = MAX_DV) -> torch.Tensor:
+           max_dv: int | None = None) -> torch.Tensor:
     """softmax(scale * q^T k) v for q [B,Cqk,N], k [B,Cqk,M], v [B,Cv,M] (scale None: 1).
 
     Values wider than ``max_dv`` channels run as chunks of ``max_dv`` (a power of two >= 16)."""
@@ -287,6 +288,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | Non
     if s < 0:  # the online softmax scales the row max: keep the scale non-negative
         q, s = -q, -s
     cv = v.shape[1]
+    max_dv = max_dv or MAX_DV[q.dtype]
     if cv <= max_dv:
         return _FlashSagan.apply(q, k, v, s)
     # Exact: each value chunk gets the same attention weights.

@@ -71,12 +71,9 @@ def _round_up(x: int, m: int) -> int:
 def sdpa_head_dim(cv: int, device: torch.device | str, dtype: torch.dtype) -> int:
     """Value head width for the ``sdpa`` backend (measured: see docs/benchmarks/attention.md)."""
     dev = torch.device(device).type
-    if dev == "cuda" and dtype in (torch.float16, torch.bfloat16):
-        limit = 64
-    elif dev == "cuda":
-        limit = 128
-    else:
-        limit = 256
+    # CUDA: heads of 64 were fastest or within 5% in fp32 (mem-efficient kernel) and bf16
+    # (flash/cuDNN); heads of 256 were never best.
+    limit = 64 if dev == "cuda" else 256
     return min(_round_up(cv, 8), limit)
 
 
@@ -111,6 +108,8 @@ def attend_sdpa(
     if dqk != cqk:
         qh = F.pad(qh, (0, dqk - cqk))
         kh = F.pad(kh, (0, dqk - cqk))
+    else:  # the fused kernels need unit stride in the last dimension
+        qh, kh = qh.contiguous(), kh.contiguous()
     qh = qh.unsqueeze(1).expand(B, heads, N, dqk)
     kh = kh.unsqueeze(1).expand(B, heads, M, dqk)
     if heads * hd != cv:
@@ -152,26 +151,36 @@ def triton_available(device: torch.device | str | None = None) -> bool:
     return True
 
 
-# --- dispatch table (from docs/benchmarks/attention.md; H100, torch 2.11, triton 3.6) -------------
-# dense wins while the [B, N, M] matrix is small; beyond that the O(N) kernels win (and dense's
-# memory, quadratic in N, soon runs out). Thresholds are on N*M per batch element.
+# --- dispatch table (docs/benchmarks/attention.md: H100, torch 2.11, triton 3.6, batch 64) ---------
+# Thresholds are on N*M (query x key positions). dense wins while the [B, N, M] matrix is small;
+# beyond that the O(N)-memory kernels win, and dense's memory (quadratic in N) soon runs out.
 _CPU_DENSE_MAX_NM = 1 << 20
-_CUDA_DENSE_MAX_NM = {torch.float16: 1 << 20, torch.bfloat16: 1 << 20, torch.float32: 1 << 20}
-_TRITON_MAX_CQK = 64
+# fp32 on CUDA: dense up to 1024x1024, then the Triton kernel (tf32x3 dots: fp32 accuracy) beats
+# sdpa's fp32 (mem-efficient) kernel by 1.7-2.5x.
+# bf16/fp16 on CUDA: dense up to 1024x256; sdpa (padded, flash/cuDNN) at 1024x1024; Triton beyond.
+_CUDA_TABLE = {
+    # dtype: (dense up to N*M, sdpa up to N*M, then triton)
+    torch.float32: (1 << 20, 1 << 20),
+    torch.bfloat16: (1 << 18, 1 << 20),
+    torch.float16: (1 << 18, 1 << 20),
+}
+_TRITON_MAX_CQK = 128
 
 
 def choose_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
     """The backend ``auto`` uses for these inputs: a function of device, dtype and sizes only."""
     N, M = q.shape[2], k.shape[2]
-    cqk = q.shape[1]
     nm = N * M
     if q.device.type != "cuda":
         return "dense" if nm <= _CPU_DENSE_MAX_NM else "sdpa"
-    if nm <= _CUDA_DENSE_MAX_NM.get(q.dtype, 1 << 20):
+    if q.dtype not in _CUDA_TABLE:  # float64 and others: dense while it is small
+        return "dense" if nm <= _CPU_DENSE_MAX_NM else "sdpa"
+    dense_max, sdpa_max = _CUDA_TABLE[q.dtype]
+    if nm <= dense_max:
         return "dense"
-    if q.dtype in (torch.float16, torch.bfloat16) and cqk <= _TRITON_MAX_CQK and triton_available(q.device):
-        return "triton"
-    return "sdpa"
+    if nm <= sdpa_max or q.shape[1] > _TRITON_MAX_CQK or not triton_available(q.device):
+        return "sdpa"
+    return "triton"
 
 
 def attend(
