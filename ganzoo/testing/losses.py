@@ -1,6 +1,6 @@
 """Property checks for any loss or regularizer block (a plugin's too), by registry name.
 
-``check_loss(name, device)`` and ``check_regularizer(name, device)`` run hypothesis over random
+``check_loss(name, device)`` and ``check_regularizer(name, device)`` (a name or a registry ``Entry``) run hypothesis over random
 inputs and raise ``AssertionError`` on the first violation. Blocks are built with their default
 config. ``tests/test_properties_models.py`` runs every registered loss and regularizer through them,
 so a plugin's blocks are checked with no new test code::
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from ..registry import LOSS, REGULARIZER
+from ..registry import LOSS, REGULARIZER, Entry
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
@@ -34,8 +34,9 @@ def _scalar(value: torch.Tensor, what: str) -> None:
     assert torch.isfinite(value), f"{what} is not finite: {value.item()}"
 
 
-def check_loss(name: str, device: str | torch.device = "cpu") -> None:
-    """Hypothesis checks of the loss ``name``: finite fp32 scalars with finite gradients to the logits."""
+def check_loss(name: str | Entry, device: str | torch.device = "cpu") -> None:
+    """Hypothesis checks of the loss ``name`` (name or registry entry): finite fp32 scalars, finite gradients."""
+    name = getattr(name, "name", name)
     loss = LOSS.build(name)
 
     @SETTINGS
@@ -76,8 +77,9 @@ class TinyCritic(nn.Module):
         return out
 
 
-def check_regularizer(name: str, device: str | torch.device = "cpu") -> None:
-    """Hypothesis checks of the regularizer ``name`` on :class:`TinyCritic`."""
+def check_regularizer(name: str | Entry, device: str | torch.device = "cpu") -> None:
+    """Hypothesis checks of the regularizer ``name`` (name or registry entry) on :class:`TinyCritic`."""
+    name = getattr(name, "name", name)
     reg = REGULARIZER.build(name)
     assert isinstance(getattr(reg, "needs_real_grad", None), bool), f"{name}: needs_real_grad must be a bool"
 

@@ -1,6 +1,6 @@
 """Property checks for any generator or discriminator backbone (a plugin's too), by registry name.
 
-``check_generator(name, device)`` and ``check_discriminator(name, device)`` run hypothesis over
+``check_generator(name, device)`` and ``check_discriminator(name, device)`` (a name or ``Entry``) run hypothesis over
 seeds, batch sizes, image channels and conditional/unconditional set-ups at 32 x 32 and raise
 ``AssertionError`` on the first violation. ``tests/test_properties_models.py`` runs every registered
 backbone through them, so a plugin's backbones are checked with no new test code.
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from ..config import BlockConfig
-from ..registry import DISCRIMINATOR, GENERATOR, Registry
+from ..registry import DISCRIMINATOR, GENERATOR, Entry, Registry
 
 RESOLUTION = 32
 SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -94,9 +94,9 @@ _cases = dict(seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 2), channels=
 NUM_CLASSES = (0, 3)  # every example checks the unconditional and a conditional model
 
 
-def check_generator(name: str, device: str | torch.device = "cpu") -> None:
-    """Hypothesis checks of the generator ``name`` (see the module docstring)."""
-    device = str(device)
+def check_generator(name: str | Entry, device: str | torch.device = "cpu") -> None:
+    """Hypothesis checks of the generator ``name`` (a name or registry entry; see the module docstring)."""
+    name, device = getattr(name, "name", name), str(device)
     cfg = tiny_config(GENERATOR, name)
 
     @SETTINGS
@@ -140,9 +140,9 @@ def check_generator(name: str, device: str | torch.device = "cpu") -> None:
         run()
 
 
-def check_discriminator(name: str, device: str | torch.device = "cpu") -> None:
-    """Hypothesis checks of the discriminator ``name`` (see the module docstring)."""
-    device = str(device)
+def check_discriminator(name: str | Entry, device: str | torch.device = "cpu") -> None:
+    """Hypothesis checks of the discriminator ``name`` (a name or registry entry; see the module docstring)."""
+    name, device = getattr(name, "name", name), str(device)
     cfg = tiny_config(DISCRIMINATOR, name)
 
     @SETTINGS
