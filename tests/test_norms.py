@@ -373,3 +373,11 @@ def test_norm_check_catches_an_unconditional_norm_using_labels():
     entry = Entry("norm", "leaky", _LeakyLabels, NORM.get("none").config, "test")
     with pytest.raises(AssertionError, match="does not ignore y"):
         check_norm_block(entry, max_examples=10, shrink=False)
+
+
+def test_conditionality_is_declared():
+    assert NORM.get("conditional_batch").obj.conditional is True
+    for name in ("batch", "group", "instance", "none"):
+        assert NORM.get(name).obj.conditional is False
+    cfg = NORM.get("conditional_batch").config(eps=1e-4, momentum=0.3).unconditional()
+    assert (cfg.type, cfg.eps, cfg.momentum) == ("batch", 1e-4, 0.3)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..config import BlockConfig
 from ..registry import NORM
+from .batch import BatchNormConfig
 
 
 class ConditionalBatchNormConfig(BlockConfig):
@@ -26,10 +27,16 @@ class ConditionalBatchNormConfig(BlockConfig):
     momentum: float = Field(0.1, gt=0, le=1, description="running-statistics update rate (PyTorch convention)")
     gain_init: float = Field(1.0, ge=-1e3, le=1e3, description="initial value of every class's gains (biases start at 0)")
 
+    def unconditional(self) -> BatchNormConfig:
+        """Plain batch norm with the same statistics settings, where there are no class labels."""
+        return BatchNormConfig(eps=self.eps, momentum=self.momentum)
+
 
 @NORM.register(ConditionalBatchNormConfig)
 class ConditionalBatchNorm(nn.Module):
     """Class-conditional BatchNorm: BN without affine, then per-class gains (init 1) and biases (init 0)."""
+
+    conditional = True  # needs labels y (see ganzoo.models._norm)
 
     def __init__(self, cfg: ConditionalBatchNormConfig | None = None, channels: int = 0, num_classes: int = 0) -> None:
         super().__init__()

@@ -24,6 +24,8 @@ class GroupNormConfig(BlockConfig):
 class GroupNorm(nn.GroupNorm):
     """GroupNorm over `groups` channel groups; class labels are ignored."""
 
+    conditional = False  # ignores class labels (see ganzoo.models._norm)
+
     def __init__(self, cfg: GroupNormConfig | None = None, channels: int = 0, num_classes: int = 0) -> None:
         cfg = cfg or GroupNormConfig()
         if channels < 1 or channels % cfg.groups:

@@ -23,6 +23,8 @@ class InstanceNormConfig(BlockConfig):
 class InstanceNorm(nn.InstanceNorm2d):
     """InstanceNorm2d (instance statistics in train and eval); class labels are ignored."""
 
+    conditional = False  # ignores class labels (see ganzoo.models._norm)
+
     def __init__(self, cfg: InstanceNormConfig | None = None, channels: int = 0, num_classes: int = 0) -> None:
         cfg = cfg or InstanceNormConfig()
         if channels < 1:

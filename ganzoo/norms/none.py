@@ -20,6 +20,8 @@ class NoNormConfig(BlockConfig):
 class NoNorm(nn.Module):
     """Identity: no feature normalisation (class labels are ignored)."""
 
+    conditional = False  # ignores class labels (see ganzoo.models._norm)
+
     def __init__(self, cfg: NoNormConfig | None = None, channels: int = 0, num_classes: int = 0) -> None:
         super().__init__()
         self.cfg = cfg or NoNormConfig()

@@ -301,7 +301,8 @@ def check_norm_block(
     Built with ``num_classes = K > 0`` and called with labels: shape and dtype preserved, finite,
     every trainable parameter gets a gradient, eval mode deterministic, a state-dict copy behaves
     the same. Built with ``num_classes = 0``: either a one-line ValueError (a conditional norm) or
-    a norm that ignores ``y`` (same output with and without labels).
+    a norm that ignores ``y`` (same output with and without labels); a block class declaring
+    ``conditional = False`` must be the latter.
     """
     entry = _entry(NORM, entry)
     if isinstance(cfg, dict):
@@ -347,9 +348,12 @@ def check_norm_block(
             if not torch.equal(twin(x, y), e1):
                 raise AssertionError(f"norm '{name}': a copy loaded from its state dict gives another output")
 
+        declared = getattr(entry.obj, "conditional", None)
         try:
             plain = entry.build(cfg, c, num_classes=0)
         except (ValueError, GanzooError) as exc:
+            if declared is False:
+                raise AssertionError(f"norm '{name}' declares conditional = False but needs num_classes > 0")
             msg = str(exc)
             if not msg or "\n" in msg:
                 raise AssertionError(f"norm '{name}': the num_classes=0 error must be one non-empty line, got {msg!r}")
