@@ -148,9 +148,10 @@ def check_attention_block(
     Checks, for drawn batch size, channel count and H x W: shape and dtype preserved, finite output;
     with gamma = 0 (its initial value) the block is exactly the identity; with a random non-zero
     gamma the output and the input gradient match ``reference(x)`` in float64 (training mode, then
-    eval mode) and every trainable parameter gets a gradient; eval mode is deterministic and leaves
-    the state untouched; ``attention_map`` is [B, H*W, M] with non-negative rows summing to 1 (and
-    matches ``reference_attention_map``); permutation equivariance where declared.
+    eval mode) and every trainable parameter gets a gradient; eval mode is deterministic, leaves
+    the state untouched and gives the same output for a channels_last input; ``attention_map`` is
+    [B, H*W, M] with non-negative rows summing to 1 (and matches ``reference_attention_map``);
+    permutation equivariance where declared.
     """
     entry = _entry(ATTENTION, entry)
     if isinstance(cfg, dict):
@@ -215,6 +216,9 @@ def check_attention_block(
         if not _same_state(state, _floating_state(block)):
             raise AssertionError(f"attention '{name}': an eval-mode forward changed parameters or buffers")
         _check_finite(e1, f"attention '{name}' eval")
+        with torch.no_grad(), ctx():  # backbones may run channels_last
+            e_cl = block(x.contiguous(memory_format=torch.channels_last))
+        assert_rel_close(e_cl, e1, tol, f"attention '{name}' channels_last input vs contiguous")
         if has_ref:
             _assert_output_close(e1, ref, x, has_gamma, tol, f"attention '{name}' eval forward vs reference")
 
