@@ -20,6 +20,7 @@ from .config import BlockConfig
 
 # $defs collected while a JSON schema is generated (see ganzoo.recipe.recipe_json_schema)
 SCHEMA_DEFS: dict[str, Any] = {}
+REF_KEY = "x-ganzoo-ref"
 
 
 class _BlockRef:
@@ -87,7 +88,9 @@ class _BlockRef:
         return {
             "x-ganzoo-kind": self.kind,
             "description": f"a {self.kind} block: a name ({', '.join(names)}) or a mapping with its 'type'",
-            "anyOf": [{"type": "string", "enum": names}] + [{"$ref": r} for r in refs.values()],
+            # "x-ganzoo-ref" becomes "$ref" once the whole schema is assembled (recipe_json_schema):
+            # pydantic would try to resolve a "$ref" to a definition it did not make itself.
+            "anyOf": [{"type": "string", "enum": names}] + [{REF_KEY: r} for r in refs.values()],
         }
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal, Sequence
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .blockref import SCHEMA_DEFS, Block
+from .blockref import REF_KEY, SCHEMA_DEFS, Block
 from .config import BlockConfig, Section
 from .errors import RecipeError, flatten
 
@@ -256,4 +256,12 @@ def recipe_json_schema() -> dict[str, Any]:
     schema = Recipe.model_json_schema(ref_template="#/$defs/{model}")
     schema.setdefault("$defs", {}).update(SCHEMA_DEFS)
     SCHEMA_DEFS.clear()
-    return schema
+    return _fix_refs(schema)
+
+
+def _fix_refs(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {("$ref" if k == REF_KEY else k): _fix_refs(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fix_refs(v) for v in node]
+    return node
