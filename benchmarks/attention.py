@@ -209,7 +209,7 @@ def block_rows(size, C, dtype, B, device):
             r["tflops"] = r["flops"] / (r["ms"] * 1e-3) / 1e12
         rows.append(r)
         del blk, x, go
-        print(_fmt_row(r), flush=True)
+        _emit(r)
     return rows
 
 
@@ -277,12 +277,22 @@ def op_rows(size, C, dtype, B, device, only=None):
             if "ms" in r:
                 r["tflops"] = r["flops"] / (r["ms"] * 1e-3) / 1e12
             rows.append(r)
-            print(_fmt_row(r), flush=True)
+            _emit(r)
         del q, k, v, go, ref
     return rows
 
 
 # ------------------------------------------------------------------------------------------ output
+_JSONL = None  # rows are appended here as they are measured, so a run cut short keeps its data
+
+
+def _emit(r):
+    print(_fmt_row(r), flush=True)
+    if _JSONL is not None:
+        with open(_JSONL, "a") as f:
+            f.write(json.dumps(r) + "\n")
+
+
 def _fmt_row(r):
     head = f"{r['size']:>3}x{r['size']:<3} C{r['C']:<3} {r['dtype']:<8} {r.get('shape', 'block'):<6} {r['name']:<28}"
     if "error" in r:
@@ -346,6 +356,11 @@ def main(argv=None):
     except Exception:  # noqa: BLE001
         pass
     print(json.dumps(info), flush=True)
+    if args.out:
+        global _JSONL
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        _JSONL = Path(args.out) / "rows.jsonl"
+        _JSONL.write_text(json.dumps({"info": info}) + "\n")
     blocks, ops = [], []
     for dt in args.dtypes:
         for size in args.sizes:
