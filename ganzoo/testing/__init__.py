@@ -11,6 +11,8 @@ shapes with hypothesis (``max_examples`` ~10, no deadline, no example database) 
 ``AssertionError`` with the falsifying example. Needs ``hypothesis`` (the ``dev`` extra).
 """
 from .layers import check_attention_block, check_norm_block, check_permutation_equivariance, check_weight_norm
+from .losses import check_loss, check_regularizer
+from .models import check_discriminator, check_generator
 from .strategies import TOLERANCE, assert_rel_close, rel_error, run_property, tolerance
 
 __all__ = [
@@ -18,6 +20,10 @@ __all__ = [
     "check_norm_block",
     "check_weight_norm",
     "check_permutation_equivariance",
+    "check_loss",
+    "check_regularizer",
+    "check_generator",
+    "check_discriminator",
     "TOLERANCE",
     "tolerance",
     "rel_error",

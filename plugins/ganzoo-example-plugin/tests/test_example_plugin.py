@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from ganzoo.registry import ATTENTION, LOSS
-from ganzoo.testing import check_attention_block
-from ganzoo.testing.losses import check_loss
+from ganzoo.testing import check_attention_block, check_loss
 
 
 def test_blocks_are_registered_under_the_namespace():
