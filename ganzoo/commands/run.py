@@ -42,14 +42,16 @@ def main(args: argparse.Namespace) -> int:
             recipe = load_recipe(args.recipe, args.overrides)
         else:
             recipe = resume_recipe(run_dir, None, tuple(args.overrides))
-        result = train(recipe, run_dir, args.device, resume=True, progress=args.progress)
+        result = train(recipe, run_dir, args.device, resume=True, progress=args.progress,
+                       source=args.recipe or str(run_dir / "recipe.yaml"))
     else:
         if not args.recipe:
             raise GanzooError("run: give a RECIPE to train, or --resume RUN_DIR to continue a run")
         recipe = load_recipe(args.recipe, args.overrides)
         name = check_folder_name(args.name, "--name", "") if args.name else check_folder_name(recipe.name, args.recipe)
         run_dir = Path(args.out) / name
-        result = train(recipe, run_dir, args.device, overwrite=args.force, progress=args.progress)
+        result = train(recipe, run_dir, args.device, overwrite=args.force, progress=args.progress,
+                       source=args.recipe)
 
     where = f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint"
     if result.status == "interrupted":
@@ -57,13 +59,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"ganzoo: stopped by {name} at step {result.step}; {where}; continue with: "
               f"ganzoo run --resume {run_dir}", file=sys.stderr)
         return 128 + (result.signal or 2)
+    evals = "  ".join(f"{k} {v:.4g}" for k, v in result.eval.items())
+    evals = f"; {evals}" if evals else ""
     if result.status == "time_limit":
-        print(f"ganzoo: time limit reached at step {result.step}; {where}; continue with: "
-              f"ganzoo run --resume {run_dir}", file=sys.stderr)
+        print(f"ganzoo: time limit reached at step {result.step} of {recipe.train.steps}; {where}{evals}; "
+              f"continue with: ganzoo run --resume {run_dir} --set train.time_limit_minutes=...")
         return 0
     if result.status == "stopped":
         print(f"ganzoo: stopped at step {result.step}; {where}", file=sys.stderr)
         return 0
-    evals = "  ".join(f"{k} {v:.4g}" for k, v in result.eval.items())
-    print(f"ganzoo: finished {result.step} steps in {run_dir}; {where}" + (f"; {evals}" if evals else ""))
+    print(f"ganzoo: finished {result.step} steps in {run_dir}; {where}{evals}")
     return 0

@@ -217,7 +217,6 @@ def train(
         recipe = rundir.resume_recipe(run_dir, recipe)
         found = latest_checkpoint(run_dir)
         ckpt = found[1] if found else None
-        source = str(run_dir / rundir.RECIPE_FILE)
     else:
         if recipe is None:
             raise GanzooError("train: a recipe is needed unless resuming")
@@ -450,7 +449,10 @@ def train(
                 window.append(torch.cat([d_stats / (tc.d_steps * tc.accumulate), (g_stat / tc.accumulate)[None]]))
                 flush_stats()
                 bar.update(1)
-                if step % tc.log_every == 0:
+                # the time limit ends the run like its last step: final samples, evaluation, checkpoint
+                time_up = deadline is not None and time.monotonic() >= deadline
+                finished = step >= tc.steps or time_up
+                if step % tc.log_every == 0 or finished:
                     v = write_log_line()
                     bar.set_postfix_str(
                         f"D {v['loss/d']:.3f} G {v['loss/g']:.3f} {v['speed/img_per_s']:.0f} img/s", refresh=False
@@ -459,7 +461,6 @@ def train(
                         eta = (tc.steps - step) * tc.d_steps * tc.batch_size / max(v["speed/img_per_s"], 1e-9)
                         print(f"step {step}/{tc.steps}  loss/d {v['loss/d']:.4f}  loss/g {v['loss/g']:.4f}  "
                               f"{v['speed/img_per_s']:.1f} img/s  ETA {_fmt_time(eta)}", flush=True)
-                finished = step >= tc.steps
                 if (tc.sample_every and step % tc.sample_every == 0) or finished:
                     write_samples()
                 if do_eval and ((ec.every and step % ec.every == 0) or finished):
@@ -467,15 +468,15 @@ def train(
                 if step % tc.checkpoint_every == 0 or finished:
                     if last_ckpt_step != step:
                         write_checkpoint()
-                if signals.signum is not None and not finished:
-                    status, signum = "interrupted", signals.signum
+                if finished:
+                    status = "finished" if step >= tc.steps else "time_limit"
                     break
-                if deadline is not None and time.monotonic() >= deadline and not finished:
-                    status = "time_limit"
+                if signals.signum is not None:
+                    status, signum = "interrupted", signals.signum
                     break
             if status == "finished" and step < tc.steps:
                 status = "stopped"  # reached stop_after
-            # -- end of this session: the last partial log window, a checkpoint of the final state
+            # -- interrupted or stopped: log the partial window and checkpoint the state reached
             if window:
                 write_log_line()
             if last_ckpt_step != step and step > 0:
