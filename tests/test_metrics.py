@@ -244,5 +244,5 @@ def test_cifar_train_vs_test_fid_is_small_and_stable(tmp_path):
     assert first["kid"] == pytest.approx(second["kid"], rel=1e-6)
     # FID of 250 vs 250 samples is dominated by small-sample bias; same-distribution splits stay well
     # below the ~300+ of CIFAR against anything else (the synthetic shapes give ~500)
-    assert 0 < first["fid"] < 150
+    assert 0 < first["fid"] < 130  # measured: 114.3
     assert abs(first["kid"]) < 0.02

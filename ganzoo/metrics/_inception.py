@@ -136,7 +136,10 @@ def load_extractor(path: Path, device: torch.device | str = "cpu", where: str = 
                 raise MetricError(f"{where}: {path}: not torch-fidelity's FID Inception weights "
                                   f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
             _extractors.clear()  # keep one network in memory
-            _extractors[key] = fe.to(device).eval()
+            fe = fe.to(device).eval()
+            if device.type == "cpu":  # measured ~2x faster with oneDNN; features agree to ~5e-6
+                fe = fe.to(memory_format=torch.channels_last)
+            _extractors[key] = fe
         return _extractors[key]
 
 
@@ -163,16 +166,28 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.detach().float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
+@contextlib.contextmanager
+def _full_fp32() -> Iterator[None]:
+    """No TF32 on CUDA while extracting: FID is specified in float32 (TF32 shifts it slightly)."""
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
 @torch.inference_mode()
 def extract(extractor: torch.nn.Module, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Features of every batch: ``{"pool": float32 [N,2048], "logits": float32 [N,1008]}`` on the CPU."""
     device = next(extractor.parameters()).device
     pools, logits = [], []
-    for x in batches:
-        x = as_rgb_uint8(x).to(device, non_blocking=True)
-        p, lg = extractor(x)
-        pools.append(p.float().cpu())
-        logits.append(lg.float().cpu())
+    with _full_fp32():
+        for x in batches:
+            x = as_rgb_uint8(x).to(device, non_blocking=True)
+            p, lg = extractor(x)
+            pools.append(p.float().cpu())
+            logits.append(lg.float().cpu())
     if not pools:
         return {"pool": torch.empty(0, 2048), "logits": torch.empty(0, 1008)}
     return {"pool": torch.cat(pools), "logits": torch.cat(logits)}
