@@ -28,7 +28,12 @@ from ganzoo.training import (
 from ganzoo.training import atomic as atomic_mod
 from ganzoo.training import loop as loop_mod
 from ganzoo.training.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
+from ganzoo.training.checkpoint import prune_checkpoints, resolve_checkpoint
 from ganzoo.training.logs import read_metrics
+
+from conftest import SHARED
+
+WEIGHTS = SHARED / "weights" / "fid-inception-2015-12-05.pth"
 
 TINY = {
     "name": "tiny",
@@ -260,3 +265,32 @@ def test_export_round_trip_gives_the_same_images(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(z, y), reference(z, y))
     assert not loaded.training and loaded.recipe.name == "tiny"
+
+
+# ----------------------------------------------------------------------------- evaluation
+def test_pruning_keeps_the_last_checkpoints_and_the_best(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for step in (1, 2, 3, 4, 5):
+        (folder / f"step-{step:08d}.pt").write_bytes(b"x")
+    (folder / ".step-00000006.pt.abc.tmp").write_bytes(b"half")  # left by a killed writer
+    prune_checkpoints(tmp_path, keep_last=2, keep={2})
+    assert sorted(p.name for p in folder.iterdir()) == ["step-00000002.pt", "step-00000004.pt", "step-00000005.pt"]
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"needs the FID Inception weights at {WEIGHTS}")
+def test_evaluation_during_training_logs_metrics_and_keeps_the_best_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANZOO_CACHE", str(tmp_path / "cache"))
+    data = dict(TINY["data"], num_test_images=6)
+    evals = {"metrics": ["fid", "kid"], "every": 1, "num_samples": 6, "batch_size": 6, "inception_weights": str(WEIGHTS)}
+    recipe = tiny(steps=3, checkpoint_every=100, keep_last=1, sample_every=0, top={"eval": evals, "data": data})
+    result = train(recipe, tmp_path / "ev", "cpu", progress=False)
+    rows = [r for r in read_metrics(result.run_dir) if "eval/fid" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all("eval/kid" in r for r in rows)
+    fids = {r["step"]: r["eval/fid"] for r in rows}
+    best = json.loads((result.run_dir / "checkpoints" / "best.json").read_text())
+    assert best["step"] == min(fids, key=fids.get) and best["fid"] == fids[best["step"]]
+    # the best checkpoint is written even off the checkpoint schedule, and survives keep_last=1
+    assert {s for s, _ in list_checkpoints(result.run_dir)} == {best["step"], 3}
+    assert load_checkpoint(resolve_checkpoint(result.run_dir, best=True))["step"] == best["step"]
+    assert result.eval["fid"] == fids[3]

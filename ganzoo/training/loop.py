@@ -213,6 +213,7 @@ def train(
 
     # ---- 1. recipe and starting state --------------------------------------------------------
     ckpt: dict[str, Any] | None = None
+    found = None
     if resume:
         recipe = rundir.resume_recipe(run_dir, recipe)
         found = latest_checkpoint(run_dir)
@@ -225,6 +226,10 @@ def train(
     do_eval = check_eval_ready(recipe, source)  # missing Inception weights fail here, before any file
 
     # ---- 2. data, networks, loss, optimisers ---------------------------------------------------
+    if device.type == "cuda":  # TF32 for the fp32 parts (optimiser maths stay fp32), tuned conv kernels
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     seed_everything(recipe.seed)
     dataset = build_dataset(recipe, source)
     data = DataSampler(dataset.images, dataset.labels, recipe.seed, device, tc.channels_last)
@@ -258,7 +263,8 @@ def train(
         data.load_state_dict(ckpt["data"])
         restore_rng(ckpt["rng"], device)
         step, wall_before = int(ckpt["step"]), float(ckpt.get("wall_time", 0.0))
-    del ckpt
+    resumed_from = found[0] if found else None
+    del ckpt, found  # the loaded copy of every tensor is not kept for the whole run
 
     # ---- 3. the run folder: recipe.yaml first ----------------------------------------------
     if not resume:
@@ -283,8 +289,8 @@ def train(
         y = torch.randint(0, nc, (n,), device=device) if nc else None
         return z, y
 
-    last_ckpt: Path | None = None
-    last_ckpt_step = -1
+    last_ckpt: Path | None = resumed_from
+    last_ckpt_step = step if resumed_from else -1
 
     def write_checkpoint() -> Path:
         with _overhead():
