@@ -258,16 +258,19 @@ def _unit_last(x: torch.Tensor) -> torch.Tensor:
 class _FlashSagan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, scale):
-        q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
-        o, lse = _forward(q, k, v, scale)
-        ctx.save_for_backward(q, k, v, o, lse)
+        o, lse = _forward(_unit_last(q), _unit_last(k), _unit_last(v), scale)
+        ctx.save_for_backward(q, k, v, o, lse)  # the inputs themselves: double backward needs their graph
         ctx.scale = scale
         return o
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = _backward(q, k, v, o, lse, _unit_last(do), ctx.scale)
+        if torch.is_grad_enabled():  # create_graph=True (gradient penalties): differentiable grads
+            from ganzoo.ops.attention import dense_grads
+
+            return (*dense_grads(q, k, v, do, ctx.scale), None)
+        dq, dk, dv = _backward(_unit_last(q), _unit_last(k), _unit_last(v), o, lse, _unit_last(do), ctx.scale)
         return dq, dk, dv, None
 
 

@@ -130,6 +130,44 @@ def attend_sdpa(
     return out[:, :cv]
 
 
+def dense_grads(q, k, v, do, scale=None):
+    """(dq, dk, dv) of ``attend`` written with differentiable torch ops (O(N*M) memory).
+
+    The fused backends' backward kernels are not differentiable; when a gradient penalty (R1,
+    WGAN-GP) asks for the gradient's graph (``create_graph=True``) they return these instead, so
+    second derivatives through attention are exact on every backend."""
+    s = 1.0 if scale is None else scale
+    p = torch.softmax(torch.bmm(q.transpose(1, 2), k) * s, dim=-1)  # [B, N, M]
+    dv = torch.bmm(do, p)  # [B, Cv, M]
+    dp = torch.bmm(do.transpose(1, 2), v)  # [B, N, M]
+    ds = p * (dp - (dp * p).sum(-1, keepdim=True)) * s
+    dq = torch.bmm(k, ds.transpose(1, 2))  # [B, Cqk, N]
+    dk = torch.bmm(q, ds)  # [B, Cqk, M]
+    return dq, dk, dv
+
+
+class _SdpaFunction(torch.autograd.Function):
+    """sdpa with its own backward, plus exact double backward (see ``dense_grads``)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, scale, opts):
+        with torch.enable_grad():
+            inner = [t.detach().requires_grad_(t.requires_grad) for t in (q, k, v)]
+            out = attend_sdpa(*inner, scale, **opts)
+        ctx.save_for_backward(q, k, v)
+        ctx.inner, ctx.out, ctx.scale = inner, out, scale
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiable gradients
+            return (*dense_grads(q, k, v, do, ctx.scale), None, None)
+        wanted = [t for t in ctx.inner if t.requires_grad]
+        got = iter(torch.autograd.grad(ctx.out, wanted, do, retain_graph=True)) if wanted else iter(())
+        return (*(next(got) if t.requires_grad else None for t in ctx.inner), None, None)
+
+
 def attend_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
     """The Triton kernel (CUDA, or Triton's CPU interpreter); see ``_attention_triton``."""
     _check(q, k, v)
@@ -195,6 +233,8 @@ def attend(
     if backend == "dense":
         return attend_dense(q, k, v, scale)
     if backend == "sdpa":
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+            return _SdpaFunction.apply(q, k, v, scale, {})
         return attend_sdpa(q, k, v, scale)
     return attend_triton(q, k, v, scale)
 
@@ -213,6 +253,7 @@ __all__ = [
     "attend_sdpa",
     "attend_triton",
     "attention_weights",
+    "dense_grads",
     "attention_flops",
     "choose_backend",
     "sdpa_head_dim",
