@@ -150,7 +150,7 @@ def run_case(make_step, device, check=None):
 
 
 # ------------------------------------------------------------------------------------------ blocks
-def ganzoo_blocks():
+def ganzoo_blocks(block_backends=BLOCK_BACKENDS):
     try:
         from ganzoo.attention.sagan import SaganAttention, SaganAttentionConfig
         from ganzoo.attention.sagan_full import SaganFullAttention, SaganFullAttentionConfig
@@ -158,16 +158,16 @@ def ganzoo_blocks():
         print(f"[ganzoo blocks not importable: {type(e).__name__}: {e}]", flush=True)
         return {}
     out = {}
-    for b in BLOCK_BACKENDS:
+    for b in block_backends:
         out[f"ganzoo sagan_full [{b}]"] = lambda c, b=b: SaganFullAttention(SaganFullAttentionConfig(backend=b), c)
-    for b in BLOCK_BACKENDS:
+    for b in block_backends:
         out[f"ganzoo sagan pooled [{b}]"] = lambda c, b=b: SaganAttention(SaganAttentionConfig(backend=b), c)
     return out
 
 
-def block_rows(size, C, dtype, B, device):
+def block_rows(size, C, dtype, B, device, block_backends=BLOCK_BACKENDS):
     rows = []
-    makers = {"copied block (bmm)": CopiedSelfAttention, **ganzoo_blocks()}
+    makers = {"copied block (bmm)": CopiedSelfAttention, **ganzoo_blocks(block_backends)}
     N = size * size
     for name, make in makers.items():
         torch.manual_seed(0)
@@ -232,8 +232,8 @@ def op_variants(device, dtype):
         v["triton"] = lambda q, k, v_: A.attend(q, k, v_, backend="triton")
         from ganzoo.ops import _attention_triton as T
 
+        v["triton det"] = lambda q, k, v_: T.attend(q, k, v_, deterministic=True)
         v["triton dv64"] = lambda q, k, v_: T.attend(q, k, v_, max_dv=64)
-        v["triton dv128"] = lambda q, k, v_: T.attend(q, k, v_, max_dv=128)
         v["auto"] = lambda q, k, v_: A.attend(q, k, v_, backend="auto")
     else:
         v["auto"] = lambda q, k, v_: A.attend(q, k, v_, backend="auto")
@@ -335,6 +335,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--only", nargs="*", default=None, help="op-table backends to run (default: all)")
     ap.add_argument("--no-blocks", action="store_true")
+    ap.add_argument("--block-backends", nargs="*", default=list(BLOCK_BACKENDS), help="backends the ganzoo blocks are timed with")
     ap.add_argument("--no-ops", action="store_true")
     ap.add_argument("--out", default=None, help="folder for attention.json and attention.md")
     args = ap.parse_args(argv)
@@ -366,7 +367,7 @@ def main(argv=None):
         for size in args.sizes:
             C = SIZES.get(size, 64)
             if not args.no_blocks:
-                blocks += block_rows(size, C, DTYPES[dt], args.batch, device)
+                blocks += block_rows(size, C, DTYPES[dt], args.batch, device, args.block_backends)
             if not args.no_ops:
                 ops += op_rows(size, C, DTYPES[dt], args.batch, device, args.only)
     md = f"Device: {info['device']}; torch {info['torch']}; triton {info.get('triton')}; {info['date']}; batch {args.batch}\n\n"

@@ -194,6 +194,11 @@ for i, (B, cqk, cv, N, M, scale) in enumerate(cases):
 for i, (B, cqk, cv, N, M, scale) in enumerate(cases[:3]):
     print(check_backend("triton", B, cqk, cv, N, M, torch.float16, "cpu", 2e-2, scale=scale, seed=i))
 check_double_backward("triton", dtype=torch.float32, tol=1e-4)
+from ganzoo.ops import _attention_triton as T
+for det in (True, False):  # dQ by its own pass, and by atomic adds in the dK/dV pass
+    for i, (B, cqk, cv, N, M, scale) in enumerate(cases[:4]):
+        f = lambda q, k, v, scale=None: T.attend(q, k, v, scale, deterministic=det)
+        print(det, check_backend(f, B, cqk, cv, N, M, torch.float32, "cpu", 1e-4, scale=scale, seed=10 + i))
 print("OK")
 """
 
@@ -211,7 +216,7 @@ def test_triton_kernel_in_interpreter():
 # ---------------------------------------------------------------------------------------------
 # GPU: every CUDA backend, fp32 and bf16, outputs and gradients (run on the device machine).
 
-GPU_BACKENDS = ["dense", "sdpa", "triton", "auto"]
+GPU_BACKENDS = ["dense", "sdpa", "triton", "triton_deterministic", "auto"]
 GPU_SHAPES = [
     # B, Cqk, Cv, N, M: SAGAN full and pooled shapes, ragged and odd sizes
     (2, 8, 64, 1024, 1024),
@@ -231,6 +236,11 @@ GPU_SHAPES = [
 def test_gpu_backend_matches_float64_reference(backend, shape, dtype):
     B, cqk, cv, N, M = shape
     tol = 1e-4 if dtype == torch.float32 else 2e-2
+    if backend == "triton_deterministic":
+        from ganzoo.ops import _attention_triton as T
+
+        def backend(q, k, v, scale=None):
+            return T.attend(q, k, v, scale, deterministic=True)
     for seed in range(2):
         check_backend(backend, B, cqk, cv, N, M, dtype, "cuda", tol, seed=seed)
 
@@ -243,7 +253,7 @@ def test_gpu_scale_and_large_logits(backend):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("backend", ["dense", "sdpa", "triton", "auto"])
 def test_gpu_double_backward(backend):
     check_double_backward(backend, device="cuda", dtype=torch.float32, tol=1e-4)
 

@@ -6,9 +6,10 @@ registers only) to DQK = the next power of two >= 16, the smallest K a tensor-co
 ``sdpa`` instead pads them to the value head width (64), doing 4-8x the Q.K^T work.
 
 Forward: one program per (query block, batch); online softmax in base 2 (``exp2``), the
-log-sum-exp kept per query for the backward. Backward (FlashAttention-2 style, deterministic, no
-atomics): a small kernel for delta = rowsum(dO * O); one kernel per key block for dK and dV
-(looping over the queries), one per query block for dQ (looping over the keys); both recompute P.
+log-sum-exp kept per query for the backward. Backward (FlashAttention-2 style): a small kernel for
+delta = rowsum(dO * O); one kernel per key block for dK and dV (looping over the queries) that also
+accumulates dQ with fp32 atomic adds; or, when deterministic algorithms are asked for, a separate
+kernel per query block for dQ (looping over the keys, recomputing P: bit-reproducible, slower).
 Values wider than ``MAX_DV[dtype]`` are split into chunks that each run the kernels (exact: the
 attention weights do not depend on the value).
 
@@ -109,17 +110,20 @@ def _delta_kernel(O, DO, DELTA, sob, soc, son, sdb, sdc, sdn, N, CV, DV: tl.cons
     tl.store(DELTA + b * N + rows, tl.sum(o * do, 0), mask=rows < N)
 
 
-@triton.autotune(configs=_configs("dkdv"), key=["N", "M", "CQK", "CV", "DQK", "DV"])
+@triton.autotune(configs=_configs("dkdv"), key=["N", "M", "CQK", "CV", "DQK", "DV", "ATOMIC_DQ"], reset_to_zero=["DQA"])
 @triton.heuristics(_heur)
 @triton.jit
 def _dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DVO,
+    Q, K, V, DO, LSE, DELTA, DK, DVO, DQA,
     sqb, sqc, sqn, skb, skc, skm, svb, svc, svm, sdb, sdc, sdn,
-    sdkb, sdkc, sdkm, sdvb, sdvc, sdvm,
+    sdkb, sdkc, sdkm, sdvb, sdvc, sdvm, sdqab, sdqac, sdqan,
     N, M, CQK, CV, qk_scale, scale,
-    DQK: tl.constexpr, DV: tl.constexpr, PREC: tl.constexpr,
+    DQK: tl.constexpr, DV: tl.constexpr, PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr,
     BN: tl.constexpr, BM: tl.constexpr, EVEN_N: tl.constexpr, EVEN_M: tl.constexpr,
 ):
+    # ATOMIC_DQ: also accumulate dQ (unscaled, fp32) into DQA with atomic adds, sparing the dQ
+    # kernel's second pass over P (its exponentials and dO.V^T); q/k are only Cqk wide, so the
+    # atomics are few (Cqk per query per key block). Order of the adds varies: not bit-reproducible.
     pid_m = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     keys = pid_m * BM + tl.arange(0, BM)
@@ -154,6 +158,10 @@ def _dkdv_kernel(
         dpt = tl.dot(v, dot, input_precision=PREC)  # [BM, BN]
         dst = pt * (dpt - delta[None, :])
         dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk, input_precision=PREC)
+        if ATOMIC_DQ:
+            dqp = tl.dot(tl.trans(dst.to(k.dtype)), k, input_precision=PREC)  # [BN, DQK]
+            tl.atomic_add(DQA + b * sdqab + cols[:, None] * sdqan + dq_[None, :] * sdqac, dqp,
+                          mask=(cols[:, None] < N) & (dq_[None, :] < CQK), sem="relaxed")
     dk = dk * scale
     tl.store(DK + b * sdkb + keys[:, None] * sdkm + dq_[None, :] * sdkc, dk.to(DK.dtype.element_ty), mask=kmask)
     tl.store(DVO + b * sdvb + keys[:, None] * sdvm + dv_[None, :] * sdvc, dv.to(DVO.dtype.element_ty), mask=vmask)
@@ -226,22 +234,37 @@ def _forward(q, k, v, scale):
     return o, lse
 
 
-def _backward(q, k, v, o, lse, do, scale):
+def _backward(q, k, v, o, lse, do, scale, atomic_dq):
     B, cqk, N = q.shape
     cv, M = v.shape[1], v.shape[2]
     DQK, DV = _pow2(cqk), _pow2(cv)
     delta = torch.empty((B, N), device=q.device, dtype=torch.float32)
     bn = 16 if _INTERPRET else 64
     _delta_kernel[(triton.cdiv(N, bn), B)](o, do, delta, *o.stride(), *do.stride(), N, cv, DV=DV, BN=bn)
-    dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
     prec = _prec(q.dtype)
-    _dkdv_kernel[lambda meta: (triton.cdiv(M, meta["BM"]), B)](
-        q, k, v, do, lse, delta, dk, dv,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
-        N, M, cqk, cv, scale * _LOG2E, scale, DQK=DQK, DV=DV, PREC=prec,
-    )
+    if atomic_dq:
+        dqa = torch.zeros((B, cqk, N), device=q.device, dtype=torch.float32)
+    else:
+        dqa = dk  # unused by the kernel (ATOMIC_DQ=False); autotune's zeroing of it is harmless
+    def launch():
+        _dkdv_kernel[lambda meta: (triton.cdiv(M, meta["BM"]), B)](
+            q, k, v, do, lse, delta, dk, dv, dqa,
+            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(), *dqa.stride(),
+            N, M, cqk, cv, scale * _LOG2E, scale, DQK=DQK, DV=DV, PREC=prec, ATOMIC_DQ=atomic_dq,
+        )
+
+    tuned_before = len(getattr(_dkdv_kernel, "cache", {}))
+    launch()
+    if atomic_dq and len(getattr(_dkdv_kernel, "cache", {})) != tuned_before:
+        # this call autotuned (ran every config into DQA): accumulate once more from zero, whatever
+        # the triton version's autotuner resets afterwards
+        dqa.zero_()
+        launch()
+    if atomic_dq:
+        return (dqa * scale).to(q.dtype), dk, dv
+    dq = torch.empty_like(q)
     _dq_kernel[lambda meta: (triton.cdiv(N, meta["BN"]), B)](
         q, k, v, do, lse, delta, dq,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
@@ -257,7 +280,8 @@ def _unit_last(x: torch.Tensor) -> torch.Tensor:
 
 class _FlashSagan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, scale):
+    def forward(ctx, q, k, v, scale, atomic_dq):
+        ctx.atomic_dq = atomic_dq
         o, lse = _forward(_unit_last(q), _unit_last(k), _unit_last(v), scale)
         ctx.save_for_backward(q, k, v, o, lse)  # the inputs themselves: double backward needs their graph
         ctx.scale = scale
@@ -269,14 +293,18 @@ class _FlashSagan(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True (gradient penalties): differentiable grads
             from ganzoo.ops.attention import dense_grads
 
-            return (*dense_grads(q, k, v, do, ctx.scale), None)
-        dq, dk, dv = _backward(_unit_last(q), _unit_last(k), _unit_last(v), o, lse, _unit_last(do), ctx.scale)
-        return dq, dk, dv, None
+            return (*dense_grads(q, k, v, do, ctx.scale), None, None)
+        dq, dk, dv = _backward(_unit_last(q), _unit_last(k), _unit_last(v), o, lse, _unit_last(do), ctx.scale,
+                               ctx.atomic_dq)
+        return dq, dk, dv, None, None
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
-           max_dv: int | None = None) -> torch.Tensor:
+           max_dv: int | None = None, deterministic: bool | None = None) -> torch.Tensor:
     """softmax(scale * q^T k) v for q [B,Cqk,N], k [B,Cqk,M], v [B,Cv,M] (scale None: 1).
+
+    ``deterministic`` (default: ``torch.are_deterministic_algorithms_enabled()``): compute dQ in its
+    own pass (bit-reproducible) instead of by atomic adds in the dK/dV pass (faster).
 
     Values wider than ``max_dv`` channels run as chunks of ``max_dv`` (a power of two >= 16)."""
     if q.device.type != "cuda" and not _INTERPRET:
@@ -292,8 +320,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | Non
         q, s = -q, -s
     cv = v.shape[1]
     max_dv = max_dv or MAX_DV[q.dtype]
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+    atomic = not deterministic
     if cv <= max_dv:
-        return _FlashSagan.apply(q, k, v, s)
+        return _FlashSagan.apply(q, k, v, s, atomic)
     # Exact: each value chunk gets the same attention weights.
-    parts = [_FlashSagan.apply(q, k, v[:, i:i + max_dv], s) for i in range(0, cv, max_dv)]
+    parts = [_FlashSagan.apply(q, k, v[:, i:i + max_dv], s, atomic) for i in range(0, cv, max_dv)]
     return torch.cat(parts, dim=1)
