@@ -346,13 +346,15 @@ def train(
     def _evaluate() -> dict[str, float]:
         nonlocal best
         results = evaluator(sample_net, seed=recipe.seed + step)
-        log.write(step, {f"eval/{k}": v for k, v in results.items()}, kimg=kimg(), time=elapsed())
+        log.write(step, {f"eval/{k}": v for k, v in results.items()}, kimg=round(kimg(), 3), time=elapsed())
         fid = results.get("fid")
         if fid is not None and math.isfinite(fid) and (best is None or fid < best["fid"]):
-            best = {"step": step, "fid": fid, "file": checkpoint_name(step)}
+            # checkpoint first (the old best is still kept), then point best.json at it, then prune
             if last_ckpt_step != step:
                 write_checkpoint()
+            best = {"step": step, "fid": fid, "file": checkpoint_name(step)}
             atomic_write_text(ckpt_dir / "best.json", json.dumps(best) + "\n")
+            prune_checkpoints(run_dir, tc.keep_last, {step})
         return results
 
     # ---- scalar statistics: device tensors, read in one transfer -----------------------------
