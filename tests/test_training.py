@@ -143,7 +143,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, mo
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", half_save)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="disk full.*the previous one is intact"):
         save_checkpoint(path, _payload(3.0))
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["w"], torch.full((1000,), 1.0))

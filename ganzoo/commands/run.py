@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
     evals = f"; {evals}" if evals else ""
     if result.status == "time_limit":
         print(f"ganzoo: time limit reached at step {result.step} of {recipe.train.steps}; {where}{evals}; "
-              f"continue with: ganzoo run --resume {run_dir} --set train.time_limit_minutes=...")
+              f"continue with: ganzoo run --resume {run_dir}")
         return 0
     if result.status == "stopped":
         print(f"ganzoo: stopped at step {result.step}; {where}", file=sys.stderr)

@@ -90,7 +90,12 @@ def restore_rng(state: dict[str, Any], device: torch.device) -> None:
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (plus format tags) atomically to ``path``."""
     body = {"format": FORMAT, "version": FORMAT_VERSION, "ganzoo_version": __version__, **payload}
-    return atomic_write(path, lambda f: torch.save(body, f))
+    try:
+        return atomic_write(path, lambda f: torch.save(body, f))
+    except OSError as exc:
+        raise CheckpointError(
+            f"{path}: cannot write the checkpoint ({exc.strerror or exc}); the previous one is intact"
+        ) from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -57,6 +57,11 @@ def check_free(run_dir: str | Path, overwrite: bool = False) -> None:
     """Raise unless ``run_dir`` is absent or empty (or, with ``overwrite``, an old run folder)."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
+        parent = run_dir.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise RunFolderError(f"{run_dir}: cannot create the run folder ({parent} is not a folder)")
         return
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: exists and is not a folder")
@@ -80,10 +85,13 @@ def create(run_dir: str | Path, recipe: Recipe, overwrite: bool = False) -> Path
     """
     run_dir = Path(run_dir)
     check_free(run_dir, overwrite)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / RECIPE_FILE, dump_recipe(recipe))
+    try:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / RECIPE_FILE, dump_recipe(recipe))
+    except OSError as exc:
+        raise RunFolderError(f"{run_dir}: cannot create the run folder ({exc.strerror or exc})") from None
     return run_dir
 
 
