@@ -7,7 +7,8 @@ where N = query positions, M = key/value positions (M < N when key/value are poo
 ``attend(q, k, v, backend="auto", scale=None)`` picks the fastest exact backend for the shape,
 device and dtype; ``backend`` forces one. ``scale=None`` means no scaling (SAGAN's choice).
 
-Backends (every one computes the same function; all support backward):
+Backends (every one computes the same function; all support backward, and double backward
+for gradient penalties: with ``create_graph=True`` the fused ones return ``dense_grads``):
 
 ``dense``
     Builds the full [B, N, M] matrix with two bmm's. Fastest for small N*M, memory O(N*M).
@@ -21,6 +22,7 @@ Backends (every one computes the same function; all support backward):
     A Triton flash-attention kernel (``ganzoo/ops/_attention_triton.py``) specialised to a narrow
     q/k (padded only to 16, the smallest tensor-core K) and a wide value: it skips the padded
     Q.K^T work ``sdpa`` does. CUDA only (or Triton's CPU interpreter, ``TRITON_INTERPRET=1``).
+    dQ is accumulated with atomic adds unless ``torch.use_deterministic_algorithms(True)``.
 
 ``auto`` follows ``choose_backend``; its table comes from ``benchmarks/attention.py``
 measurements (``docs/benchmarks/attention.md``).
@@ -71,8 +73,9 @@ def _round_up(x: int, m: int) -> int:
 def sdpa_head_dim(cv: int, device: torch.device | str, dtype: torch.dtype) -> int:
     """Value head width for the ``sdpa`` backend (measured: see docs/benchmarks/attention.md)."""
     dev = torch.device(device).type
-    # CUDA: heads of 64 were fastest or within 5% in fp32 (mem-efficient kernel) and bf16
-    # (flash/cuDNN); heads of 256 were never best.
+    # CUDA: heads of 64 were fastest in fp32 (mem-efficient kernel) from 64x64 up and in bf16 at
+    # 128x128 (32 vs 49 ms) and on pooled shapes; 128 won only at bf16 64x64 full (4.0 vs 5.1 ms),
+    # where auto uses triton; heads of 256 were never best.
     limit = 64 if dev == "cuda" else 256
     return min(_round_up(cv, 8), limit)
 
