@@ -282,7 +282,7 @@ def train(
     evaluator = Evaluator(recipe, device, amp)
 
     def autocast():
-        return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
+        return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
 
     def sample_latents(n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = torch.randn(n, z_dim, device=device)

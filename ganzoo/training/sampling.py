@@ -1,6 +1,7 @@
 """Sampling from a generator: fixed noise for progress grids, uint8 conversion, PNG grids."""
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 from pathlib import Path
@@ -55,7 +56,8 @@ def generate(
         for i in range(0, z.shape[0], batch_size):
             zb = z[i : i + batch_size].to(device)
             yb = None if y is None else y[i : i + batch_size].to(device)
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+            with amp:
                 img = generator(zb, yb)
             out.append(to_uint8(img).cpu())
     finally:
