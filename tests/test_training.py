@@ -304,3 +304,40 @@ def test_evaluation_during_training_logs_metrics_and_keeps_the_best_checkpoint(t
     assert {s for s, _ in list_checkpoints(result.run_dir)} == {best["step"], 3}
     assert load_checkpoint(resolve_checkpoint(result.run_dir, best=True))["step"] == best["step"]
     assert result.eval["fid"] == fids[3]
+
+
+# ----------------------------------------------------------------------------- CUDA (pytest -m gpu)
+def _sync_warnings(tmp_path: Path, steps: int) -> int:
+    """Host syncs CUDA reports during a whole run of ``steps`` steps (logs/checkpoints only at the end)."""
+    import warnings
+
+    recipe = tiny(steps=steps, log_every=1000, checkpoint_every=1000, sample_every=0,
+                  top={"data": dict(TINY["data"], num_images=64)})  # one epoch: no per-epoch transfer
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(recipe, tmp_path / f"sync{steps}", "cuda", progress=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+@pytest.mark.gpu
+def test_cuda_steps_never_wait_for_the_host(tmp_path):
+    # set-up and the end of the run sync; the steps in between must not, so 2 and 6 steps sync as often
+    assert _sync_warnings(tmp_path, 2) == _sync_warnings(tmp_path, 6)
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_channels_last_run_and_resume(tmp_path):
+    recipe = tiny(steps=4, channels_last=True, top={"regularizer": "r1"})
+    assert recipe.train.precision == "auto"  # -> bf16 autocast on CUDA
+    first = train(recipe, tmp_path / "gpu", "cuda", stop_after=2, progress=False)
+    second = train(None, tmp_path / "gpu", "cuda", resume=True, progress=False)
+    assert (first.step, second.step, second.status) == (2, 4, "finished")
+    ckpt = load_checkpoint(second.checkpoint)
+    assert len(ckpt["rng"]["cuda"]) == torch.cuda.device_count()
+    assert all(torch.isfinite(v).all() for v in ckpt["ema"].values() if v.is_floating_point())
+    rows = [r for r in read_metrics(tmp_path / "gpu") if "loss/d" in r]
+    assert [r["step"] for r in rows] == [2, 4] and all(r["speed/img_per_s"] > 0 for r in rows)
