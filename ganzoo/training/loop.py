@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import GanzooError
 from ..recipe import Recipe
-from ..registry import DATASET, DISCRIMINATOR, GENERATOR, LOSS, REGULARIZER
+from ..registry import DATASET, DISCRIMINATOR, GENERATOR
 from . import rundir
 from .checkpoint import (
     CKPT_DIR,
@@ -39,13 +39,13 @@ from .checkpoint import (
 )
 from .atomic import atomic_write_text, remove_stale_temps
 from .data import DataSampler
-from .ema import make_ema, update_ema
+from .step import STAT_NAMES, build_train_step, configure_backends
 from .evaluation import Evaluator, check_eval_ready
 from .logs import RunLog
+from .preflight import checkpoint_bytes, preflight
 from .sampling import fixed_noise, generate, save_grid
 
 EXIT_DIVERGED = 3
-STAT_NAMES = ("loss/d", "logits/real", "logits/fake", "loss/reg", "loss/g")
 
 
 class TrainingDiverged(GanzooError):
@@ -101,9 +101,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # CPU and every CUDA device
 
 
-def make_optimizer(params, cfg, device: torch.device) -> torch.optim.Adam:
-    """Adam with the recipe's settings; the fused kernel on CUDA."""
-    kwargs: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}
+def make_optimizer(params, cfg, device: torch.device, fused: bool = True) -> torch.optim.Adam:
+    """Adam with the recipe's settings; the fused kernel on CUDA when ``fused`` (``train.fused_optim``)."""
+    kwargs: dict[str, Any] = {"fused": True} if fused and device.type == "cuda" else {}
     return torch.optim.Adam(
         params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay, **kwargs
     )
@@ -198,6 +198,7 @@ def train(
     progress: bool | None = None,
     handle_signals: bool = True,
     source: str = "recipe",
+    _rollback: tuple[int, list[float], list[float]] | None = None,
 ) -> TrainResult:
     """Train ``recipe`` in ``run_dir``.
 
@@ -206,7 +207,9 @@ def train(
     :data:`ganzoo.training.rundir.RESUMABLE_FIELDS`). Without ``resume`` the folder must be absent or
     empty, or an old run folder with ``overwrite=True``. ``stop_after`` stops (with a checkpoint)
     once that many G steps are done, as an interruption would. ``progress`` shows a tqdm bar
-    (default: when stderr is a terminal). Raises :class:`TrainingDiverged` on NaN/inf.
+    (default: when stderr is a terminal). Raises :class:`TrainingDiverged` on NaN/inf, unless
+    ``train.on_divergence: rollback`` continues from the last good checkpoint with lower learning
+    rates (``_rollback``: rollbacks so far and the new G and D learning rates, set only by that).
     """
     run_dir = Path(run_dir)
     device = resolve_device(device)
@@ -226,33 +229,21 @@ def train(
     do_eval = check_eval_ready(recipe, source)  # missing Inception weights fail here, before any file
 
     # ---- 2. data, networks, loss, optimisers ---------------------------------------------------
-    if device.type == "cuda":  # TF32 for the fp32 parts (optimiser maths stay fp32), tuned conv kernels
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    configure_backends(recipe, device)  # CUDA: TF32 (train.tf32) for the fp32 parts, tuned conv kernels
     seed_everything(recipe.seed)
     dataset = build_dataset(recipe, source)
     data = DataSampler(dataset.images, dataset.labels, recipe.seed, device, tc.channels_last)
-    seed_everything(recipe.seed)  # network init does not depend on how the dataset was made
-    G = build_generator(recipe).to(device)
-    D = build_discriminator(recipe).to(device)
-    if tc.channels_last:
-        G = G.to(memory_format=torch.channels_last)
-        D = D.to(memory_format=torch.channels_last)
-    G.train()
-    D.train()
-    G_ema = make_ema(G) if tc.ema.enabled else None
-    loss = LOSS.build(recipe.loss)
-    reg = REGULARIZER.build(recipe.regularizer)
-    use_reg = recipe.regularizer.type != "none"
-    g_opt = make_optimizer(G.parameters(), tc.g_optim, device)
-    d_opt = make_optimizer(D.parameters(), tc.d_optim, device)
-    amp = autocast_dtype(tc.precision, device)
-    z_dim = int(G.z_dim)
+    # G, D, EMA, optimisers and the step (ganzoo/training/step.py; benchmarks/train_step.py times
+    # this same object); seeds again first, so network init does not depend on the dataset
+    train_step = build_train_step(recipe, data, device)
+    G, D, G_ema = train_step.G, train_step.D, train_step.G_ema
+    g_opt, d_opt, amp = train_step.g_opt, train_step.d_opt, train_step.amp
+    use_reg = train_step.use_reg
+    z_dim = train_step.z_dim
     nc = recipe.num_classes
     micro = tc.batch_size // tc.accumulate
 
-    step, wall_before = 0, 0.0
+    step, wall_before, rollbacks = 0, 0.0, 0
     if ckpt is not None:
         G.load_state_dict(ckpt["generator"])
         D.load_state_dict(ckpt["discriminator"])
@@ -263,11 +254,21 @@ def train(
         data.load_state_dict(ckpt["data"])
         restore_rng(ckpt["rng"], device)
         step, wall_before = int(ckpt["step"]), float(ckpt.get("wall_time", 0.0))
+        rollbacks = int(ckpt.get("rollbacks", 0))
     resumed_from = found[0] if found else None
+    if _rollback is not None:  # rolled back after a divergence: lower learning rates from here on
+        rollbacks = _rollback[0]
+        for opt, lrs in ((g_opt, _rollback[1]), (d_opt, _rollback[2])):
+            for group, lr in zip(opt.param_groups, lrs):
+                group["lr"] = lr
     del ckpt, found  # the loaded copy of every tensor is not kept for the whole run
 
     # ---- 3. the run folder: recipe.yaml first ----------------------------------------------
-    if not resume:
+    # writable and room for the checkpoints, or a one-line error before anything is written
+    preflight(run_dir, checkpoint_bytes(G, D, G_ema), tc.keep_last, resume)
+    if resume:
+        rundir.update_recipe(run_dir, recipe)  # e.g. more train.steps
+    else:
         rundir.create(run_dir, recipe, overwrite)
     ckpt_dir, samples_dir = run_dir / CKPT_DIR, run_dir / rundir.SAMPLES_DIR
     ckpt_dir.mkdir(exist_ok=True)
@@ -280,14 +281,6 @@ def train(
     grid_z, grid_y, grid_cols = fixed_noise(z_dim, nc, recipe.seed)
     sample_net = G_ema if G_ema is not None else G
     evaluator = Evaluator(recipe, device, amp)
-
-    def autocast():
-        return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-
-    def sample_latents(n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = torch.randn(n, z_dim, device=device)
-        y = torch.randint(0, nc, (n,), device=device) if nc else None
-        return z, y
 
     last_ckpt: Path | None = resumed_from
     last_ckpt_step = step if resumed_from else -1
@@ -313,6 +306,7 @@ def train(
             "rng": capture_rng(device),
             "data": data.state_dict(),
             "wall_time": wall_before + (time.monotonic() - t_start),
+            "rollbacks": rollbacks,
         }
         path = save_checkpoint(ckpt_dir / checkpoint_name(step), payload)
         last_ckpt, last_ckpt_step = path, step
@@ -404,57 +398,18 @@ def train(
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
                desc=recipe.name, file=sys.stderr)
     status, signum, results = "finished", None, {}
-    zero = torch.zeros((), device=device)
     if step >= tc.steps:
         print(f"ganzoo: {run_dir} already finished ({step} of {tc.steps} steps)", file=sys.stderr)
+    rollback_to = None
     try:
         with _StopSignals(handle_signals) as signals:
             while step < stop_at:
-                # -- D: d_steps updates, each over `accumulate` micro-batches
-                G.requires_grad_(False)
-                D.requires_grad_(True)
-                d_stats = torch.zeros(4, device=device)
-                for _ in range(tc.d_steps):
-                    d_opt.zero_grad(set_to_none=True)
-                    for _ in range(tc.accumulate):
-                        real, y = data.next(micro)
-                        y = y if nc else None  # fakes get the real batch's labels (see regularizers)
-                        z = torch.randn(micro, z_dim, device=device)
-                        with torch.no_grad(), autocast():
-                            fake = G(z, y)
-                        with autocast():
-                            real_logits = D(real, y)
-                            fake_logits = D(fake, y)
-                        d_loss = loss.d_loss(real_logits.float(), fake_logits.float())
-                        penalty = reg.penalty(D, real, fake.float(), y).float() if use_reg else zero
-                        ((d_loss + penalty) / tc.accumulate).backward()
-                        d_stats += torch.stack([
-                            d_loss.detach(), real_logits.detach().float().mean(),
-                            fake_logits.detach().float().mean(), penalty.detach(),
-                        ])
-                    d_opt.step()
-
-                # -- G: one update over `accumulate` micro-batches
-                G.requires_grad_(True)
-                D.requires_grad_(False)
-                g_opt.zero_grad(set_to_none=True)
-                g_stat = torch.zeros((), device=device)
-                for _ in range(tc.accumulate):
-                    z, y_fake = sample_latents(micro)
-                    with autocast():
-                        fake_logits = D(G(z, y_fake), y_fake)
-                    g_loss = loss.g_loss(fake_logits.float())
-                    (g_loss / tc.accumulate).backward()
-                    g_stat += g_loss.detach()
-                g_opt.step()
+                # -- one iteration: d_steps D updates, one G update, EMA (ganzoo/training/step.py)
+                row = train_step(step)  # [STAT_NAMES] on the device; nothing read back here
                 step += 1
 
-                # -- EMA of G (a plain copy before ema.start)
-                if G_ema is not None:
-                    update_ema(G_ema, G, tc.ema.decay if step > tc.ema.start else 0.0)
-
                 # -- bookkeeping: stats, logs, samples, evaluation, checkpoints, stop conditions
-                window.append(torch.cat([d_stats / (tc.d_steps * tc.accumulate), (g_stat / tc.accumulate)[None]]))
+                window.append(row)
                 flush_stats()
                 bar.update(1)
                 # the time limit ends the run like its last step: final samples, evaluation, checkpoint
@@ -489,9 +444,22 @@ def train(
                 write_log_line()
             if last_ckpt_step != step and step > 0:
                 write_checkpoint()
+    except TrainingDiverged as exc:
+        if tc.on_divergence != "rollback":
+            raise
+        if rollbacks >= tc.max_rollbacks:
+            raise TrainingDiverged(f"{exc}; gave up after {rollbacks} rollback(s) (train.max_rollbacks)") from None
+        f = tc.rollback_lr_factor
+        rollback_to = (rollbacks + 1, [g["lr"] * f for g in g_opt.param_groups],
+                       [g["lr"] * f for g in d_opt.param_groups])
+        print(f"ganzoo: {exc}; rollback {rollbacks + 1} of {tc.max_rollbacks}: continuing from "
+              f"{last_ckpt or 'step 0'} with the learning rates multiplied by {f}", file=sys.stderr, flush=True)
     finally:
         bar.close()
         log.close()
+    if rollback_to is not None:  # the resume path restores every state of the last good checkpoint
+        return train(recipe, run_dir, device, resume=True, stop_after=stop_after, progress=progress,
+                     handle_signals=handle_signals, source=source, _rollback=rollback_to)
     return TrainResult(run_dir, step, status, last_ckpt, signum, results)
 
 

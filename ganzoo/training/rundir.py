@@ -119,8 +119,8 @@ def _first_difference(a: Any, b: Any, loc: tuple[str, ...] = ()) -> tuple[tuple[
 
 def resume_recipe(run_dir: str | Path, recipe: Recipe | None = None, overrides: tuple[str, ...] = ()) -> Recipe:
     """The recipe a resumed run continues with: the run's own ``recipe.yaml`` (with ``overrides``),
-    or ``recipe`` if it differs from it only in :data:`RESUMABLE_FIELDS`. The run folder's
-    ``recipe.yaml`` is updated (atomically) when those fields change."""
+    or ``recipe`` if it differs from it only in :data:`RESUMABLE_FIELDS`. Nothing is written here:
+    :func:`update_recipe` records the changed fields once the run is ready to continue."""
     run_dir = Path(run_dir)
     saved_path = run_dir / RECIPE_FILE
     if not run_dir.is_dir():
@@ -139,6 +139,11 @@ def resume_recipe(run_dir: str | Path, recipe: Recipe | None = None, overrides: 
             str(saved_path), f"is {old!r} in the run but {new!r} now; a resumed run may only change {allowed}",
             loc,
         )
-    if recipe != saved:
-        atomic_write_text(saved_path, dump_recipe(recipe))
     return recipe
+
+
+def update_recipe(run_dir: str | Path, recipe: Recipe) -> None:
+    """Rewrite the run's ``recipe.yaml`` (atomically) if ``recipe`` differs from it."""
+    path = Path(run_dir) / RECIPE_FILE
+    if load_recipe(path) != recipe:
+        atomic_write_text(path, dump_recipe(recipe))
