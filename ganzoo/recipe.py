@@ -47,6 +47,10 @@ class EmaConfig(Section):
     enabled: bool = Field(True, description="keep an EMA copy of G")
     decay: float = Field(0.9999, ge=0, lt=1, description="EMA decay per G step")
     start: int = Field(0, ge=0, description="G step at which averaging starts (copy before)")
+    foreach: bool = Field(
+        True, description="update all of G's tensors in one fused _foreach_lerp_ (false: one lerp_ per "
+        "tensor in a Python loop; the same result, more kernel launches)"
+    )
 
 
 class TrainConfig(Section):
@@ -71,6 +75,18 @@ class TrainConfig(Section):
     )
     channels_last: bool = Field(
         False, description="channels_last memory format for G, D and batches (faster convs on recent GPUs)"
+    )
+    fused_optim: bool = Field(
+        True, description="fused Adam kernel on CUDA (one launch for all of a network's parameters; "
+        "ignored on the CPU)"
+    )
+    tf32: bool = Field(
+        True, description="TF32 matrix units for fp32 matmuls and convs on CUDA (the fp32 parts under bf16 "
+        "autocast, or everything with precision fp32); false: full fp32 arithmetic"
+    )
+    compile: bool = Field(
+        False, description="torch.compile G's and D's forward (default mode; the first steps compile for "
+        "a minute or more; D stays eager with a regularizer); the EMA copy stays eager"
     )
 
 

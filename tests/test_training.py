@@ -27,6 +27,7 @@ from ganzoo.training import (
 )
 from ganzoo.training import atomic as atomic_mod
 from ganzoo.training import loop as loop_mod
+from ganzoo.training import step as step_mod
 from ganzoo.training.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
 from ganzoo.training.checkpoint import prune_checkpoints, resolve_checkpoint
 from ganzoo.training.logs import read_metrics
@@ -229,7 +230,7 @@ def test_non_finite_loss_stops_naming_step_and_quantity_keeping_last_good_checkp
         def build(self, spec):
             return _NanAfter(LOSS.build(spec), n=4)  # one D loss per step: NaN at step 4
 
-    monkeypatch.setattr(loop_mod, "LOSS", Injecting())
+    monkeypatch.setattr(step_mod, "LOSS", Injecting())  # the step (ganzoo/training/step.py) builds the loss
     run = tmp_path / "nan"
     with pytest.raises(TrainingDiverged) as err:
         train(tiny(steps=6, checkpoint_every=1, keep_last=10), run, "cpu", progress=False)
