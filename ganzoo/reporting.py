@@ -140,7 +140,7 @@ def _mean_std(values: list[float | None], digits: int = 2) -> str:
     vals = [v for v in values if v is not None]
     if not vals:
         return "-"
-    if len(vals) == 1:
+    if len(set(vals)) == 1:
         return f"{vals[0]:.{digits}f}"
     return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
 
@@ -207,7 +207,7 @@ def _plot_final(variants: list[Variant], key: str, out: Path) -> bool:
 
 def build_report(
     run_dirs: Sequence[str | Path], out: str | Path, command: Sequence[str] | None = None,
-    title: str | None = None, notes: str | None = None,
+    title: str | None = None, notes: str | None = None, paper_table: bool = True,
 ) -> Path:
     """Write the markdown report ``out`` and its assets folder (``out`` without ``.md``)."""
     out = Path(out)
@@ -257,20 +257,20 @@ def build_report(
             shutil.copyfile(grid, assets / name)
             lines += [f"**{v.name}** (seed {v.runs[0].seed}, {grid.stem})", "", f"![{v.name}]({rel}/{name})", ""]
 
-    lines += [
-        "## For reference: the paper's Table 1 (another dataset)",
-        "",
-        "Zhang et al. (2018), Table 1: **ImageNet 128x128**, FID after ~1M iterations of a much larger model. "
-        "These are the paper's numbers on another dataset and budget, *not* comparable to the CIFAR-10 FIDs above; "
-        "they show which way the paper's ablation pointed.",
-        "",
-        "| model (paper) | feature map | FID (paper, ImageNet 128) |",
-        "|---|---|---|",
-        *[f"| {m} | {f} | {fid:.2f} |" for m, f, fid in PAPER_TABLE1],
-        "",
-        "## How this was produced",
-        "",
-    ]
+    if paper_table:
+        lines += [
+            "## For reference: the paper's Table 1 (another dataset)",
+            "",
+            "Zhang et al. (2018), Table 1: **ImageNet 128x128**, FID after ~1M iterations of a much larger model. "
+            "These are the paper's numbers on another dataset and budget, *not* comparable to the CIFAR-10 FIDs "
+            "above; they show which way the paper's ablation pointed.",
+            "",
+            "| model (paper) | feature map | FID (paper, ImageNet 128) |",
+            "|---|---|---|",
+            *[f"| {m} | {f} | {fid:.2f} |" for m, f, fid in PAPER_TABLE1],
+            "",
+        ]
+    lines += ["## How this was produced", ""]
     if command:
         lines += ["Report:", "", "```bash", " ".join(shlex.quote(c) for c in command), "```", ""]
     cmds = sorted({r.command for r in runs if r.command})

@@ -69,10 +69,10 @@ def plan(args: argparse.Namespace) -> list[dict]:
 
 def _start(job: dict, log_dir: Path) -> subprocess.Popen:
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = open(log_dir / f"{job['name']}.log", "ab")
     argv = [sys.executable, "-m", "ganzoo", *job["cmd"][1:]]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(log_dir / f"{job['name']}.log", "ab") as log:  # the child keeps its own copy of the fd
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def main(args: argparse.Namespace) -> int:

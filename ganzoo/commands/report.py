@@ -14,6 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="markdown file; its PNGs go to the folder of the same stem")
     p.add_argument("--title", default=None)
     p.add_argument("--notes", default=None, help="a file whose text is put under the title (budget, caveats)")
+    p.add_argument("--paper-table", action=argparse.BooleanOptionalAction, default=True,
+                   help="include the SAGAN paper's Table 1 (ImageNet FIDs) for reference")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -23,6 +25,6 @@ def main(args: argparse.Namespace) -> int:
 
         notes = Path(args.notes).read_text()
     out = build_report(args.runs, args.out, args.command_line,
-                       title=args.title, notes=notes)
+                       title=args.title, notes=notes, paper_table=args.paper_table)
     print(f"wrote {out}")
     return 0

@@ -1,0 +1,90 @@
+"""`ganzoo ablate` end to end on two tiny quickstart-sized variants x two seeds, then `ganzoo report`."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import REPO, SHARED, run_ganzoo
+
+WEIGHTS = SHARED / "weights" / "fid-inception-2015-12-05.pth"
+pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"FID Inception weights not found at {WEIGHTS}")
+
+TINY = """\
+base: {quickstart}
+name: {name}
+data: {{num_images: 64, num_test_images: 24}}
+generator: {{ch: 4, z_dim: 16, attention_resolutions: {att}}}
+discriminator: {{ch: 4, attention_resolutions: {att}}}
+train: {{batch_size: 8, log_every: 2, sample_every: 3, checkpoint_every: 3, ema: {{start: 0}}, time_limit_minutes: null}}
+eval: {{metrics: [fid, kid], every: 3, num_samples: 24, batch_size: 24, inception_weights: {weights}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablate")
+    recipes = []
+    for name, att in (("tiny-none", "[]"), ("tiny-feat16", "[16]")):
+        path = root / f"{name}.yaml"
+        path.write_text(TINY.format(quickstart=REPO / "recipes" / "quickstart.yaml", name=name, att=att, weights=WEIGHTS))
+        recipes.append(str(path))
+    env = {"GANZOO_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1"}
+    out = run_ganzoo("ablate", *recipes, "--seeds", "0", "1", "--steps", "6", "--out", str(root / "runs"),
+                     "--report", str(root / "report" / "tiny.md"), "--device", "cpu", env=env, timeout=900)
+    return root, recipes, env, out
+
+
+def test_ablate_runs_every_variant_and_seed_and_writes_the_report(ablation):
+    root, _, _, out = ablation
+    assert out.returncode == 0, out.stdout + out.stderr
+    runs = sorted(p.name for p in (root / "runs").iterdir() if (p / "recipe.yaml").is_file())
+    assert runs == ["tiny-feat16-s0", "tiny-feat16-s1", "tiny-none-s0", "tiny-none-s1"]
+    for run in runs:
+        done = root / "runs" / run / "ablate-done.json"
+        assert json.loads(done.read_text())["seconds"] > 0
+        assert (root / "runs" / run / "command.txt").read_text().startswith("ganzoo run ")
+    report = (root / "report" / "tiny.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| tiny-")]
+    assert len(rows) == 2, report
+    none_row = next(r for r in rows if r.startswith("| tiny-none "))
+    feat_row = next(r for r in rows if r.startswith("| tiny-feat16 "))
+    assert "| - | - |" in none_row and "sagan @ 16" in feat_row
+    cells = [c.strip() for c in feat_row.strip("|").split("|")]
+    assert cells[5] == "6" and "±" in cells[6] and cells[-1] == "2"  # steps, FID mean ± std, seeds
+    assets = root / "report" / "tiny"
+    for png in ("fid_vs_step.png", "kid_vs_step.png", "final_fid.png", "samples-tiny-none.png", "samples-tiny-feat16.png"):
+        assert (assets / png).stat().st_size > 1000, png
+        assert f"(tiny/{png})" in report
+    assert "Table 1" in report and "22.96" in report
+    assert "ganzoo ablate" in report and "--seeds 0 1" in report
+
+
+def test_ablate_skips_finished_runs_and_resumes_interrupted_ones(ablation):
+    root, recipes, env, first = ablation
+    assert first.returncode == 0
+    # pretend one run was interrupted before it finished: it is resumed, the others are skipped
+    os.remove(root / "runs" / "tiny-none-s1" / "ablate-done.json")
+    out = run_ganzoo("ablate", *recipes, "--seeds", "0", "1", "--steps", "6", "--out", str(root / "runs"),
+                     "--report", str(root / "report" / "tiny.md"), "--device", "cpu", env=env, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert "tiny-none-s1: resume" in lines
+    assert sum(line.endswith("finished, skipped") for line in lines) == 3
+    assert (root / "runs" / "tiny-none-s1" / "ablate-done.json").is_file()
+
+
+def test_report_from_run_folders_alone(ablation, tmp_path):
+    root, _, env, _ = ablation
+    copies = []
+    for run in ("tiny-none-s0", "tiny-feat16-s0"):
+        shutil.copytree(root / "runs" / run, tmp_path / run, ignore=shutil.ignore_patterns("checkpoints"))
+        copies.append(str(tmp_path / run))
+    out = run_ganzoo("report", *copies, "--out", str(tmp_path / "r.md"), "--no-paper-table", env=env)
+    assert out.returncode == 0, out.stderr
+    text = (tmp_path / "r.md").read_text()
+    assert "Table 1" not in text and "| tiny-none |" in text
+    bad = run_ganzoo("report", str(tmp_path), "--out", str(tmp_path / "x.md"), env=env)
+    assert bad.returncode == 2 and "not a ganzoo run folder" in bad.stderr and "Traceback" not in bad.stderr
