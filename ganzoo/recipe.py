@@ -88,6 +88,18 @@ class TrainConfig(Section):
         False, description="torch.compile G's and D's forward (default mode; the first steps compile for "
         "a minute or more; D stays eager with a regularizer); the EMA copy stays eager"
     )
+    on_divergence: Literal["stop", "rollback"] = Field(
+        "stop",
+        description="when a loss, logit mean, penalty or weight becomes NaN/inf: stop (exit 3, the last "
+        "checkpoint is the last good one) or rollback (continue from the last good checkpoint with the "
+        "learning rates multiplied by rollback_lr_factor)",
+    )
+    rollback_lr_factor: float = Field(
+        0.5, gt=0, le=1, description="learning-rate factor applied to G and D at each rollback"
+    )
+    max_rollbacks: int = Field(
+        3, ge=0, le=100, description="rollbacks allowed in the whole run; the next divergence stops it"
+    )
 
 
 class EvalConfig(Section):

@@ -36,6 +36,20 @@ def temp_name(path: Path) -> str:
     return f".{path.name}."
 
 
+PAUSE_ENV = "GANZOO_TEST_PAUSE_BEFORE_RENAME"
+
+
+def _test_pause() -> None:
+    """Test hook: sleep ``$GANZOO_TEST_PAUSE_BEFORE_RENAME`` seconds between the fsync and the rename,
+    so that the crash tests (tests/test_reliability.py) can kill a run while a checkpoint is half
+    done. Unset (always, outside those tests) it costs one environment lookup."""
+    pause = os.environ.get(PAUSE_ENV)
+    if pause:
+        import time
+
+        time.sleep(float(pause))
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
     """Write ``path`` atomically: ``write(f)`` fills a temporary file that then replaces ``path``.
 
@@ -51,6 +65,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
+        _test_pause()
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -53,6 +53,11 @@ def is_run_folder(path: Path) -> bool:
     return (path / RECIPE_FILE).is_file()
 
 
+def _creation_leftover(path: Path) -> bool:
+    """The temporary file of a ``recipe.yaml`` whose writer was killed before renaming it."""
+    return path.is_file() and path.name.startswith(f".{RECIPE_FILE}.") and path.name.endswith(".tmp")
+
+
 def check_free(run_dir: str | Path, overwrite: bool = False) -> None:
     """Raise unless ``run_dir`` is absent or empty (or, with ``overwrite``, an old run folder)."""
     run_dir = Path(run_dir)
@@ -65,8 +70,8 @@ def check_free(run_dir: str | Path, overwrite: bool = False) -> None:
         return
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: exists and is not a folder")
-    if not any(run_dir.iterdir()):
-        return
+    if all(_creation_leftover(p) for p in run_dir.iterdir()):
+        return  # empty, or a run killed while writing its first file: nothing of value there
     if not is_run_folder(run_dir):
         raise RunFolderError(
             f"{run_dir}: folder exists, is not empty and is not a ganzoo run folder; choose another --out/--name"
