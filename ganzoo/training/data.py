@@ -51,6 +51,7 @@ class DataSampler:
             self.images = images.contiguous().pin_memory()
             self.labels = labels.pin_memory()
         self.generator = torch.Generator().manual_seed(int(seed))
+        self.rank, self.world = 0, 1  # see shard()
         self.epoch = -1
         self.pos = 0
         self._gen_state = self.generator.get_state()
@@ -82,8 +83,17 @@ class DataSampler:
             count -= take
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+    def shard(self, rank: int, world: int) -> None:
+        """Data-parallel training: :meth:`next` still advances the global order by ``batch_size``
+        images but returns only the ``rank``-th of ``world`` equal contiguous slices of them, so the
+        ranks' batches together are the single-process batch and the saved state stays global."""
+        self.rank, self.world = int(rank), int(world)
+
     def next(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next ``batch_size`` images of the order (this rank's slice of them when sharded)."""
         idx = self._indices(batch_size)
+        if self.world > 1:
+            idx = idx.chunk(self.world)[self.rank]
         x, y = self.images[idx], self.labels[idx]
         if not self.on_device:
             x = x.pin_memory().to(self.device, non_blocking=True)
