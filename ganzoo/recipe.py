@@ -76,6 +76,10 @@ class TrainConfig(Section):
     channels_last: bool = Field(
         False, description="channels_last memory format for G, D and batches (faster convs on recent GPUs)"
     )
+    sync_batchnorm: bool = Field(
+        False, description="with several processes (torchrun), G's batch norms (conditional BN included) "
+        "use statistics of the global batch instead of each process's slice; no effect in one process"
+    )
     fused_optim: bool = Field(
         True, description="fused Adam kernel on CUDA (one launch for all of a network's parameters; "
         "ignored on the CPU)"

@@ -31,7 +31,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..training import distributed
+
+    try:
+        return _main(args)
+    except RuntimeError as exc:  # under torchrun: a peer died or hung inside DDP's own collectives
+        if distributed.launched() and distributed.is_collective_error(exc):
+            raise distributed.collective_error(exc, "training step") from None
+        raise
+    finally:
+        distributed.teardown()  # torchrun: leave the process group (nothing otherwise)
+
+
+def _main(args: argparse.Namespace) -> int:
     from ..training import train
+    from ..training.distributed import is_main_process
     from ..training.rundir import check_folder_name, resume_recipe
 
     if args.resume and args.force:
@@ -54,19 +68,20 @@ def main(args: argparse.Namespace) -> int:
                        source=args.recipe)
 
     where = f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint"
+    say = print if is_main_process() else (lambda *a, **k: None)  # torchrun: rank 0 reports
     if result.status == "interrupted":
         name = signal.Signals(result.signal).name if result.signal else "a signal"
-        print(f"ganzoo: stopped by {name} at step {result.step}; {where}; continue with: "
+        say(f"ganzoo: stopped by {name} at step {result.step}; {where}; continue with: "
               f"ganzoo run --resume {run_dir}", file=sys.stderr)
         return 128 + (result.signal or 2)
     evals = "  ".join(f"{k} {v:.4g}" for k, v in result.eval.items())
     evals = f"; {evals}" if evals else ""
     if result.status == "time_limit":
-        print(f"ganzoo: time limit reached at step {result.step} of {recipe.train.steps}; {where}{evals}; "
+        say(f"ganzoo: time limit reached at step {result.step} of {recipe.train.steps}; {where}{evals}; "
               f"continue with: ganzoo run --resume {run_dir}")
         return 0
     if result.status == "stopped":
-        print(f"ganzoo: stopped at step {result.step}; {where}", file=sys.stderr)
+        say(f"ganzoo: stopped at step {result.step}; {where}", file=sys.stderr)
         return 0
-    print(f"ganzoo: finished {result.step} steps in {run_dir}; {where}{evals}")
+    say(f"ganzoo: finished {result.step} steps in {run_dir}; {where}{evals}")
     return 0

@@ -27,7 +27,7 @@ from torch import nn
 from ..errors import GanzooError
 from ..recipe import Recipe
 from ..registry import DATASET, DISCRIMINATOR, GENERATOR
-from . import rundir
+from . import distributed, rundir
 from .checkpoint import (
     CKPT_DIR,
     capture_rng,
@@ -227,6 +227,10 @@ def train(
         rundir.check_free(run_dir, overwrite)
     tc, ec = recipe.train, recipe.eval
     do_eval = check_eval_ready(recipe, source)  # missing Inception weights fail here, before any file
+    # torchrun: join the process group, take this rank's device (docs/distributed.md); else inactive
+    dist = distributed.setup(device, tc.batch_size, tc.accumulate, source)
+    device = dist.device
+    do_eval = dist.broadcast(do_eval)  # rank 0 evaluates; the others follow its decision
 
     # ---- 2. data, networks, loss, optimisers ---------------------------------------------------
     configure_backends(recipe, device)  # CUDA: TF32 (train.tf32) for the fp32 parts, tuned conv kernels
@@ -262,21 +266,27 @@ def train(
             for group, lr in zip(opt.param_groups, lrs):
                 group["lr"] = lr
     del ckpt, found  # the loaded copy of every tensor is not kept for the whole run
+    if dist.active:  # torchrun: data and noise shards, per-rank seeds, sync BN, DDP wrappers
+        distributed.prepare(dist, train_step, recipe, step)
 
     # ---- 3. the run folder: recipe.yaml first ----------------------------------------------
     # writable and room for the checkpoints, or a one-line error before anything is written
-    preflight(run_dir, checkpoint_bytes(G, D, G_ema), tc.keep_last, resume)
-    if resume:
-        rundir.update_recipe(run_dir, recipe)  # e.g. more train.steps
-    else:
-        rundir.create(run_dir, recipe, overwrite)
     ckpt_dir, samples_dir = run_dir / CKPT_DIR, run_dir / rundir.SAMPLES_DIR
-    ckpt_dir.mkdir(exist_ok=True)
-    samples_dir.mkdir(exist_ok=True)
-    remove_stale_temps(run_dir)
-    remove_stale_temps(ckpt_dir)
-    remove_stale_temps(samples_dir)
-    log = RunLog(run_dir, resume_step=step if resume else None)
+    if dist.is_main:  # under torchrun rank 0 alone writes the run folder
+        preflight(run_dir, checkpoint_bytes(G, D, G_ema), tc.keep_last, resume)
+        if resume:
+            rundir.update_recipe(run_dir, recipe)  # e.g. more train.steps
+        else:
+            rundir.create(run_dir, recipe, overwrite)
+        ckpt_dir.mkdir(exist_ok=True)
+        samples_dir.mkdir(exist_ok=True)
+        remove_stale_temps(run_dir)
+        remove_stale_temps(ckpt_dir)
+        remove_stale_temps(samples_dir)
+        log = RunLog(run_dir, resume_step=step if resume else None)
+    else:
+        log = distributed.NullLog()
+    dist.barrier()  # the folder is ready before any rank reads it
     best = _read_best(ckpt_dir)
     grid_z, grid_y, grid_cols = fixed_noise(z_dim, nc, recipe.seed)
     sample_net = G_ema if G_ema is not None else G
@@ -295,6 +305,7 @@ def train(
         bad = _all_finite({"G": G, "D": D})
         if bad:
             raise _diverged(step, f"a weight of {bad}", float("nan"), last_ckpt)
+        dist.check_consistent({"G": G, "D": D})  # torchrun: every rank holds the same networks
         payload = {
             "step": step,
             "recipe": recipe.model_dump(mode="json"),
@@ -303,14 +314,16 @@ def train(
             "ema": G_ema.state_dict() if G_ema is not None else None,
             "g_optim": g_opt.state_dict(),
             "d_optim": d_opt.state_dict(),
-            "rng": capture_rng(device),
+            "rng": dist.checkpoint_rng(capture_rng(device)),  # torchrun: the shared noise stream
             "data": data.state_dict(),
             "wall_time": wall_before + (time.monotonic() - t_start),
             "rollbacks": rollbacks,
         }
-        path = save_checkpoint(ckpt_dir / checkpoint_name(step), payload)
+        path = ckpt_dir / checkpoint_name(step)
+        if dist.is_main:
+            path = save_checkpoint(path, payload)
+            prune_checkpoints(run_dir, tc.keep_last, {best["step"]} if best else set())
         last_ckpt, last_ckpt_step = path, step
-        prune_checkpoints(run_dir, tc.keep_last, {best["step"]} if best else set())
         log.flush()
         return path
 
@@ -329,6 +342,8 @@ def train(
             _write_samples()
 
     def _write_samples() -> None:
+        if not dist.is_main:
+            return
         images = generate(sample_net, grid_z, grid_y, batch_size=max(micro, 64), autocast_dtype=amp)
         save_grid(samples_dir / f"step-{step:08d}.png", images, grid_cols)
         log.image("samples", images, grid_cols, step)
@@ -339,7 +354,8 @@ def train(
 
     def _evaluate() -> dict[str, float]:
         nonlocal best
-        results = evaluator(sample_net, seed=recipe.seed + step)
+        # torchrun: rank 0 evaluates, the others wait for its results (docs/distributed.md)
+        results = dist.on_main(lambda: evaluator(sample_net, seed=recipe.seed + step), "evaluation")
         log.write(step, {f"eval/{k}": v for k, v in results.items()}, kimg=round(kimg(), 3), time=elapsed())
         fid = results.get("fid")
         if fid is not None and math.isfinite(fid) and (best is None or fid < best["fid"]):
@@ -347,8 +363,9 @@ def train(
             if last_ckpt_step != step:
                 write_checkpoint()
             best = {"step": step, "fid": fid, "file": checkpoint_name(step)}
-            atomic_write_text(ckpt_dir / "best.json", json.dumps(best) + "\n")
-            prune_checkpoints(run_dir, tc.keep_last, {step})
+            if dist.is_main:
+                atomic_write_text(ckpt_dir / "best.json", json.dumps(best) + "\n")
+                prune_checkpoints(run_dir, tc.keep_last, {step})
         return results
 
     # ---- scalar statistics: device tensors, read in one transfer -----------------------------
@@ -368,7 +385,11 @@ def train(
         nonlocal checked
         if checked >= len(window) or not (force or step % check_every == 0):
             return
-        rows = torch.stack(window[checked:]).float().cpu()
+        rows = torch.stack(window[checked:]).float()
+        if dist.sharded:  # averages over ranks: logged values, and every rank stops at the same NaN
+            rows = dist.mean(rows)
+            window[checked:] = list(rows)
+        rows = rows.cpu()
         finite = torch.isfinite(rows)
         if not bool(finite.all()):
             r, c = (~finite).nonzero()[0].tolist()
@@ -393,6 +414,7 @@ def train(
     deadline = None if tc.time_limit_minutes is None else t_start + 60.0 * tc.time_limit_minutes
     if progress is None:
         progress = sys.stderr.isatty()
+    progress = progress and dist.is_main
     from tqdm.auto import tqdm
 
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
@@ -414,13 +436,16 @@ def train(
                 bar.update(1)
                 # the time limit ends the run like its last step: final samples, evaluation, checkpoint
                 time_up = deadline is not None and time.monotonic() >= deadline
+                if dist.sharded:  # every rank stops at the same step (time limit, a signal on any rank)
+                    up, sig = dist.agree_max([int(time_up), signals.signum or 0])
+                    time_up, stop_signal = bool(up), sig or None
                 finished = step >= tc.steps or time_up
                 if step % tc.log_every == 0 or finished:
                     v = write_log_line()
                     bar.set_postfix_str(
                         f"D {v['loss/d']:.3f} G {v['loss/g']:.3f} {v['speed/img_per_s']:.0f} img/s", refresh=False
                     )
-                    if not progress:
+                    if not progress and dist.is_main:
                         eta = (tc.steps - step) * tc.d_steps * tc.batch_size / max(v["speed/img_per_s"], 1e-9)
                         print(f"step {step}/{tc.steps}  loss/d {v['loss/d']:.4f}  loss/g {v['loss/g']:.4f}  "
                               f"{v['speed/img_per_s']:.1f} img/s  ETA {_fmt_time(eta)}", flush=True)
@@ -434,8 +459,8 @@ def train(
                 if finished:
                     status = "finished" if step >= tc.steps else "time_limit"
                     break
-                if signals.signum is not None:
-                    status, signum = "interrupted", signals.signum
+                if (stop_signal if dist.sharded else signals.signum) is not None:
+                    status, signum = "interrupted", stop_signal if dist.sharded else signals.signum
                     break
             if status == "finished" and step < tc.steps:
                 status = "stopped"  # reached stop_after

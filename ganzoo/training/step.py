@@ -26,6 +26,7 @@ from torch import nn
 
 from ..recipe import Recipe
 from ..registry import LOSS, REGULARIZER
+from .distributed import Latents, no_sync
 from .ema import make_ema, update_ema
 
 STAT_NAMES = ("loss/d", "logits/real", "logits/fake", "loss/reg", "loss/g")
@@ -70,6 +71,10 @@ class TrainStep:
         self.nc = recipe.num_classes
         self.micro = tc.batch_size // tc.accumulate
         self.zero = torch.zeros((), device=device)
+        # data-parallel (ganzoo/training/distributed.py): DDP wrappers for the forwards whose backward
+        # updates G or D, and G's noise as this rank's slice of a global draw; plain run: G, D, torch RNG
+        self.G_train, self.D_train = G, D
+        self.latents = Latents(device)
 
     # ------------------------------------------------------------------ pieces
     def autocast(self):
@@ -78,8 +83,8 @@ class TrainStep:
         return torch.autocast(self.device.type, dtype=self.amp)
 
     def sample_latents(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = torch.randn(n, self.z_dim, device=self.device)
-        y = torch.randint(0, self.nc, (n,), device=self.device) if self.nc else None
+        z = self.latents.randn(n, self.z_dim)
+        y = self.latents.randint(self.nc, n) if self.nc else None
         return z, y
 
     def d_backward(self) -> torch.Tensor:
@@ -90,15 +95,15 @@ class TrainStep:
         D.requires_grad_(True)
         self.d_opt.zero_grad(set_to_none=True)
         d_stats = torch.zeros(4, device=self.device)
-        for _ in range(tc.accumulate):
+        for i in range(tc.accumulate):
             real, y = self.data.next(self.micro)
             y = y if self.nc else None  # fakes get the real batch's labels (see regularizers)
-            z = torch.randn(self.micro, self.z_dim, device=self.device)
+            z = self.latents.randn(self.micro, self.z_dim)
             with torch.no_grad(), self.autocast():
                 fake = G(z, y)
-            with self.autocast():
-                real_logits = D(real, y)
-                fake_logits = D(fake, y)
+            with self.autocast(), no_sync(self.D_train, i < tc.accumulate - 1):
+                real_logits = self.D_train(real, y)
+                fake_logits = self.D_train(fake, y)
             d_loss = self.loss.d_loss(real_logits.float(), fake_logits.float())
             penalty = self.reg.penalty(D, real, fake.float(), y).float() if self.use_reg else self.zero
             ((d_loss + penalty) / tc.accumulate).backward()
@@ -115,10 +120,10 @@ class TrainStep:
         D.requires_grad_(False)
         self.g_opt.zero_grad(set_to_none=True)
         g_stat = torch.zeros((), device=self.device)
-        for _ in range(tc.accumulate):
+        for i in range(tc.accumulate):
             z, y_fake = self.sample_latents(self.micro)
-            with self.autocast():
-                fake_logits = D(G(z, y_fake), y_fake)
+            with self.autocast(), no_sync(self.G_train, i < tc.accumulate - 1):
+                fake_logits = D(self.G_train(z, y_fake), y_fake)
             g_loss = self.loss.g_loss(fake_logits.float())
             (g_loss / tc.accumulate).backward()
             g_stat += g_loss.detach()
