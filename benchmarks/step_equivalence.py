@@ -1,0 +1,176 @@
+"""The fast training step computes what the plain one does: same weights, same batch, same noise.
+
+    PYTHONPATH=$PWD python3 benchmarks/step_equivalence.py --recipes cifar imagenet128 [--compile] --out DIR
+
+For each recipe, two steps are built with ``ganzoo.training.step.build_train_step`` (the loop's own
+step) from the same recipe and seed: the reference (``precision fp32``, TF32 off, NCHW, unfused
+Adam, eager: plain fp32 arithmetic) and the fast one (default: bf16 autocast, channels_last, fused
+Adam; ``--compile`` adds torch.compile; ``--fast-set`` replaces the fast overrides). The fast step
+gets the reference's weights and buffers; both draw from data samplers over the same images in the
+same order, and the RNG is reseeded identically before each call, so noise and labels match. Then:
+
+1. one D update's gradients (``d_backward``): D loss and mean logits, and every D gradient;
+2. one G update's gradients (``g_backward``): G loss and every G gradient;
+3. one whole iteration (D step, G step, EMA): the returned scalars.
+
+Gradients are compared per network by ||g_fast - g_ref|| / ||g_ref|| over all its tensors (the worst
+single tensors are listed too, not judged: a tensor whose gradient is tiny has a large relative
+error in bf16 without anything being wrong); losses by |fast - ref| / max(1, |ref|). Tolerances:
+bf16 (the default) 0.1 for gradients (measured on the CPU: 0.005 for D, 0.03 for G at batch 50, more at
+tiny batches, where G's batch norm sees few samples) and 2e-2 for losses; with ``--fast-set`` keeping fp32,
+1e-3 / 1e-4 (channels_last, fused Adam and compile only reorder fp32 arithmetic).
+
+Prints one line per check and PASS/FAIL; exit status 1 when any check fails. Synthetic images;
+batch and widths from the recipe unless ``--set`` changes them (a 128x128 check at full batch
+needs a GPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ganzoo.recipe import load_recipe  # noqa: E402
+from ganzoo.training.data import DataSampler  # noqa: E402
+from ganzoo.training.loop import resolve_device  # noqa: E402
+from ganzoo.training.step import build_train_step  # noqa: E402
+
+RECIPES = {
+    "imagenet128": ("recipes/imagenet128/sagan.yaml", []),
+    "cifar": ("recipes/sagan.yaml", ["train.d_steps=4", "train.batch_size=50"]),
+}
+REFERENCE = ["train.precision=fp32", "train.tf32=false", "train.channels_last=false",
+             "train.fused_optim=false", "train.compile=false", "train.ema.foreach=true"]
+FAST = ["train.precision=bf16", "train.channels_last=true", "train.fused_optim=true"]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    num = torch.linalg.vector_norm((a.double() - b.double()).flatten()).item()
+    den = torch.linalg.vector_norm(b.double().flatten()).item()
+    return num / den if den > 0 else (0.0 if num == 0 else math.inf)
+
+
+def _grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: (p.grad.detach().float().contiguous() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32))
+            for n, p in module.named_parameters()}
+
+
+def _compare_grads(fast: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> tuple[float, list]:
+    names = [n for n in ref if ref[n].numel()]
+    num = sum(((fast[n].double() - ref[n].double()) ** 2).sum().item() for n in names)
+    den = sum((ref[n].double() ** 2).sum().item() for n in names)
+    total = math.sqrt(num / den) if den > 0 else (0.0 if num == 0 else math.inf)
+    worst = sorted(((_rel(fast[n], ref[n]), n) for n in names), reverse=True)[:3]
+    return total, [(n, e) for e, n in worst]
+
+
+def compare_steps(recipe_path: str, overrides: list[str], fast_overrides: list[str], device: torch.device,
+                  seed: int = 123) -> dict:
+    """Build the reference and the fast step from one recipe and compare them (see the module doc)."""
+    ref_recipe = load_recipe(recipe_path, overrides + REFERENCE)
+    fast_recipe = load_recipe(recipe_path, overrides + REFERENCE + fast_overrides)
+    bf16 = fast_recipe.train.precision == "bf16" or (fast_recipe.train.precision == "auto" and device.type == "cuda")
+    grad_tol, loss_tol = (1e-1, 2e-2) if bf16 else (1e-3, 1e-4)
+    tc = ref_recipe.train
+    n = tc.batch_size * tc.d_steps * 3
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, ref_recipe.channels, ref_recipe.resolution, ref_recipe.resolution)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, max(ref_recipe.num_classes, 1), (n,), generator=g)
+
+    def make(recipe):
+        data = DataSampler(images, labels, recipe.seed, device, recipe.train.channels_last)
+        return build_train_step(recipe, data, device)
+
+    ref = make(ref_recipe)
+    fast = make(fast_recipe)
+    # identical starting point: weights, buffers (SN vectors, BN statistics) and the EMA copy
+    fast.G.load_state_dict(ref.G.state_dict())
+    fast.D.load_state_dict(ref.D.state_dict())
+    if ref.G_ema is not None and fast.G_ema is not None:
+        fast.G_ema.load_state_dict(ref.G_ema.state_dict())
+    if device.type == "cuda":  # the reference is plain fp32 (the fast step's TF32 switch is global)
+        torch.backends.cuda.matmul.allow_tf32 = fast_recipe.train.tf32
+        torch.backends.cudnn.allow_tf32 = fast_recipe.train.tf32
+
+    def call(step, fn):
+        torch.manual_seed(seed)
+        tf32 = step.tc.tf32 and device.type == "cuda"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        out = fn(step)
+        return out.detach().float().cpu()
+
+    checks = []
+
+    def check(name, err, tol, extra=None):
+        ok = bool(math.isfinite(err) and err <= tol)
+        checks.append({"check": name, "error": err, "tol": tol, "ok": ok, **({"worst": extra} if extra else {})})
+
+    r = call(ref, lambda s: s.d_backward())
+    f = call(fast, lambda s: s.d_backward())
+    for i, what in enumerate(("D loss", "mean real logit", "mean fake logit")):
+        check(f"D update: {what}", abs(float(f[i] - r[i])) / max(1.0, abs(float(r[i]))), loss_tol)
+    err, worst = _compare_grads(_grads(fast.D), _grads(ref.D))
+    check("D update: D gradients (all tensors)", err, grad_tol, worst)
+
+    r = call(ref, lambda s: s.g_backward())
+    f = call(fast, lambda s: s.g_backward())
+    check("G update: G loss", abs(float(f - r)) / max(1.0, abs(float(r))), loss_tol)
+    err, worst = _compare_grads(_grads(fast.G), _grads(ref.G))
+    check("G update: G gradients (all tensors)", err, grad_tol, worst)
+
+    r = call(ref, lambda s: s(0))
+    f = call(fast, lambda s: s(0))
+    for i, what in enumerate(("loss/d", "logits/real", "logits/fake", "loss/reg", "loss/g")):
+        check(f"whole iteration: {what}", abs(float(f[i] - r[i])) / max(1.0, abs(float(r[i]))), loss_tol)
+    return {"recipe": recipe_path, "overrides": overrides, "fast": fast_overrides, "bf16": bf16,
+            "checks": checks, "ok": all(c["ok"] for c in checks)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipes", nargs="+", default=["cifar"], help="imagenet128, cifar, or recipe paths")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="PATH=VALUE")
+    p.add_argument("--fast-set", nargs="+", default=None, metavar="PATH=VALUE",
+                   help=f"the fast step's overrides (default: {' '.join(FAST)})")
+    p.add_argument("--compile", action="store_true", help="add train.compile=true to the fast step")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="folder for step_equivalence.json")
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    fast = list(FAST if args.fast_set is None else args.fast_set) + (["train.compile=true"] if args.compile else [])
+    results, ok = [], True
+    for name in args.recipes:
+        path, extra = RECIPES.get(name, (name, []))
+        path = str(ROOT / path) if not Path(path).exists() else path
+        try:
+            res = compare_steps(path, list(extra) + list(args.overrides), fast, device)
+        except Exception as exc:  # noqa: BLE001
+            res = {"recipe": name, "ok": False, "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+        results.append(res)
+        ok &= res["ok"]
+        print(f"== {name}: fast = {' '.join(fast)}  ->  {'PASS' if res['ok'] else 'FAIL'}")
+        if "error" in res:
+            print(f"   error: {res['error']}")
+        for c in res.get("checks", []):
+            worst = ""
+            if c.get("worst"):
+                worst = "  (worst tensors: " + ", ".join(f"{n} {e:.1e}" for n, e in c["worst"]) + ")"
+            print(f"   {'ok  ' if c['ok'] else 'FAIL'} {c['check']:<40} {c['error']:.2e} (tol {c['tol']:.0e}){worst}")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "step_equivalence.json").write_text(json.dumps(results, indent=1, default=str))
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
