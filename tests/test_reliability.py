@@ -496,14 +496,22 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", str(where)], capture_output=True, timeout=30)
 
 
-def test_read_only_output_folder_is_a_one_line_error_before_training(tmp_path, capsys, tmpfs):
-    ro = tmpfs("1m", read_only=True)
-    recipe = write_recipe(tmp_path / "r.yaml")
-    code, _, err = in_process(capsys, "run", recipe, "--out", ro / "runs", "--device", "cpu")
-    assert code == 2
-    line = one_line(err)
-    assert f"{ro / 'runs' / 'tiny'}: cannot write in {ro}" in line and "Read-only file system" in line, line
-    assert list(ro.iterdir()) == []
+def test_read_only_output_or_run_folder_is_a_one_line_error_before_training(tmp_path, capsys, tmpfs):
+    disk = tmpfs("8m")
+    recipe = write_recipe(tmp_path / "r.yaml", {"steps": 1})
+    code, _, err = in_process(capsys, "run", recipe, "--out", disk, "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    run = disk / "tiny"
+    remount = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True, timeout=30)
+    assert remount.returncode == 0, remount.stderr
+    before = {p: p.stat().st_mtime_ns for p in disk.rglob("*")}
+    # a new run into the read-only disk, and resuming the run that is on it
+    for args in (["run", recipe, "--out", disk, "--name", "new"], ["run", "--resume", run, "--set", "train.steps=2"]):
+        code, _, err = in_process(capsys, *args, "--device", "cpu")
+        assert code == 2
+        line = one_line(err)
+        assert "cannot write in" in line and "Read-only file system" in line, line
+    assert {p: p.stat().st_mtime_ns for p in disk.rglob("*")} == before
 
 
 def test_full_disk_is_a_one_line_error_before_training(tmp_path, capsys, tmpfs):
