@@ -12,6 +12,7 @@ RNG states are stored as tensors for the same reason. Layout (``FORMAT_VERSION``
     rng                                 torch CPU, CUDA (one per device), numpy, python states
     data                                data-order generator state, epoch, position in the epoch
     wall_time                           seconds trained so far (all sessions)
+    rollbacks                           divergence rollbacks so far (train.on_divergence; 0 if absent)
 """
 from __future__ import annotations
 
