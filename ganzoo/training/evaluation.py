@@ -56,10 +56,14 @@ class Evaluator:
         generate_fn = make_generate_fn(
             generator, int(generator.z_dim), self.recipe.num_classes, seed, ec.batch_size, self.autocast
         )
-        return evaluate(
-            mets, generate_fn, self.reference, num_samples=self.num_samples, batch_size=ec.batch_size,
-            weights=ec.inception_weights, device=self.device,
-        )
+        # building the Inception extractor (first call) initialises layers from the global RNG before
+        # loading its weights: restore the training RNG afterwards, so evaluating never changes training
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return evaluate(
+                mets, generate_fn, self.reference, num_samples=self.num_samples, batch_size=ec.batch_size,
+                weights=ec.inception_weights, device=self.device,
+            )
 
 
 def check_eval_ready(recipe: Recipe, source: str) -> bool:
