@@ -34,6 +34,12 @@ from ganzoo.training import load_checkpoint, train
 from ganzoo.training import distributed
 from ganzoo.training.logs import read_metrics
 
+from conftest import SHARED
+
+WEIGHTS = SHARED / "weights" / "fid-inception-2015-12-05.pth"
+# KID at step 3 when the Inception weights are there (rank 0 evaluates while the other waits)
+EVAL = {"metrics": ["kid"], "every": 3, "num_samples": 12, "batch_size": 12, "inception_weights": str(WEIGHTS)}
+
 RECIPE = {
     "name": "ddp",
     "seed": 3,
@@ -65,6 +71,8 @@ def one_thread():
 def recipe(**train):
     data = json.loads(json.dumps(RECIPE))
     data["train"].update(train)
+    if WEIGHTS.is_file():
+        data["eval"] = EVAL
     return validate(data, "ddp")
 
 
@@ -77,9 +85,11 @@ def torchrun_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
 
 
-def write_recipe(path: Path, **train) -> Path:
+def write_recipe(path: Path, evaluate: bool = False, **train) -> Path:
     data = json.loads(json.dumps(RECIPE))
     data["train"].update(train)
+    if WEIGHTS.is_file() and evaluate:
+        data["eval"] = EVAL
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -102,7 +112,7 @@ def assert_close_optim(a: dict, b: dict, what: str) -> None:
 def runs(tmp_path_factory):
     """A 2-process run of 3 steps (torchrun) and a 1-process run of 5 steps (checkpoints at 3 and 5)."""
     root = tmp_path_factory.mktemp("ddp")
-    cmd = torchrun_cmd(str(write_recipe(root / "ddp.yaml")), "--out", str(root), "--name", "two")
+    cmd = torchrun_cmd(str(write_recipe(root / "ddp.yaml", evaluate=True)), "--out", str(root), "--name", "two")
     proc = subprocess.run(cmd, cwd=root, env=torchrun_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     one = train(recipe(steps=5), root / "one", "cpu", progress=False)
@@ -131,6 +141,16 @@ def test_two_processes_train_the_same_weights_as_one(runs):
             assert r[k] == pytest.approx(ref[r["step"]][k], abs=1e-4), (r["step"], k)
         assert r["kimg"] == ref[r["step"]]["kimg"]
     assert proc.stdout.count("ganzoo: finished 3 steps") == 1  # rank 0 reports
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"needs the FID Inception weights at {WEIGHTS}")
+def test_rank_0_evaluates_like_a_single_process(runs):
+    root, _ = runs
+    two = [r for r in read_metrics(root / "two") if "eval/kid" in r]
+    one = [r for r in read_metrics(root / "one") if "eval/kid" in r and r["step"] == 3]
+    assert [r["step"] for r in two] == [3] and len(one) == 1  # once, by rank 0
+    # the same EMA-G (within 1e-5) and the same evaluation noise: the same KID up to float noise
+    assert two[0]["eval/kid"] == pytest.approx(one[0]["eval/kid"], rel=1e-3, abs=1e-5)
     assert sorted(p.name for p in (root / "two" / "checkpoints").iterdir()) == ["step-00000003.pt"]
 
 
