@@ -115,7 +115,7 @@ def runs(tmp_path_factory):
     cmd = torchrun_cmd(str(write_recipe(root / "ddp.yaml", evaluate=True)), "--out", str(root), "--name", "two")
     proc = subprocess.run(cmd, cwd=root, env=torchrun_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    one = train(recipe(steps=5), root / "one", "cpu", progress=False)
+    train(recipe(steps=5), root / "one", "cpu", progress=False)
     return root, proc
 
 

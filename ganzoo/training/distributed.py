@@ -468,14 +468,8 @@ class NullLog:
         pass
 
 
-def main_print(*args: Any, **kwargs: Any) -> None:
-    """``print`` on rank 0 only."""
-    if is_main_process():
-        print(*args, **kwargs)
-
-
 __all__ = [
-    "Dist", "DistributedError", "collective_error", "is_collective_error", "Latents", "NullLog", "SyncBatchNorm", "convert_sync_batchnorm", "launched",
-    "make_latents", "no_sync", "prepare", "rank_seed", "setup", "teardown", "is_main_process", "main_print", "timeout_minutes",
-    "EXIT_DISTRIBUTED", "TIMEOUT_ENV",
+    "Dist", "DistributedError", "EXIT_DISTRIBUTED", "Latents", "NullLog", "SyncBatchNorm", "TIMEOUT_ENV",
+    "collective_error", "convert_sync_batchnorm", "is_collective_error", "is_main_process", "launched",
+    "make_latents", "no_sync", "prepare", "rank_seed", "setup", "teardown", "timeout_minutes",
 ]
