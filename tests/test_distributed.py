@@ -234,7 +234,8 @@ def test_a_dead_rank_brings_the_job_down(tmp_path):
 
 
 def test_a_hung_rank_ends_the_job_after_the_collective_timeout(tmp_path):
-    proc, pid = _start_long_run(tmp_path, **{distributed.TIMEOUT_ENV: "0.1"})  # 6 s
+    # 12 s: longer than the two ranks' start-up skew on a busy machine, short enough for a test
+    proc, pid = _start_long_run(tmp_path, **{distributed.TIMEOUT_ENV: "0.2"})
     os.kill(pid, signal.SIGSTOP)
     try:
         deadline = time.monotonic() + 90
@@ -245,4 +246,4 @@ def test_a_hung_rank_ends_the_job_after_the_collective_timeout(tmp_path):
         os.kill(pid, signal.SIGCONT)  # let torchrun's SIGTERM reach it now, rather than after its grace period
     output = _finish(proc, tmp_path, timeout=90)
     assert proc.returncode != 0
-    assert "rank 0:" in output and "collective timeout 0.1 min" in output, output[-3000:]
+    assert "rank 0:" in output and "collective timeout 0.2 min" in output, output[-3000:]
