@@ -235,6 +235,15 @@ def attend(
         backend = choose_backend(q, k, v)
     if backend == "dense":
         return attend_dense(q, k, v, scale)
+    return _attend_eager(q, k, v, backend, scale)
+
+
+@torch.compiler.disable
+def _attend_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str, scale: float | None) -> torch.Tensor:
+    """The sdpa and Triton backends, always run eagerly: inside a ``torch.compile``d network
+    (``train.compile``) they are a graph break, since their autograd Functions (an inner graph for
+    sdpa's exact double backward, Triton launches with autotuning) do not trace (seen on the CPU
+    with torch 2.15: the compiled sdpa Function failed in its output aliasing)."""
     if backend == "sdpa":
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
             return _SdpaFunction.apply(q, k, v, scale, {})
