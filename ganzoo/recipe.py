@@ -89,8 +89,9 @@ class TrainConfig(Section):
         "autocast, or everything with precision fp32); false: full fp32 arithmetic"
     )
     compile: bool = Field(
-        False, description="torch.compile G's and D's forward (default mode; the first steps compile for "
-        "a minute or more; D stays eager with a regularizer); the EMA copy stays eager"
+        False, description="torch.compile G's forward (default mode; the first steps compile for a minute "
+        "or more); D and the EMA copy stay eager (D's two forwards per backward update spectral-norm "
+        "vectors in place, which compiled D gets wrong)"
     )
     on_divergence: Literal["stop", "rollback"] = Field(
         "stop",

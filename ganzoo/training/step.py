@@ -153,10 +153,13 @@ class TrainStep:
 def build_train_step(recipe: Recipe, data: Any, device: torch.device) -> TrainStep:
     """G, D (channels_last if asked), the EMA copy, both optimisers (fused on CUDA if asked) and the
     step, from ``recipe``; seeds torch etc. with ``recipe.seed`` first, so initial weights depend on
-    the recipe only. ``train.compile`` compiles G's and D's forward in place (``nn.Module.compile``:
-    state-dict keys unchanged; the EMA copy, used for samples and evaluation, stays eager); D is not
-    compiled with a regularizer (its penalty differentiates through D twice, which compiled
-    graphs do not support)."""
+    the recipe only. ``train.compile`` compiles G's forward in place (``nn.Module.compile``:
+    state-dict keys unchanged; the EMA copy, used for samples and evaluation, stays eager). D stays
+    eager: the D update runs D twice (real, fake) before one backward, each forward updating the
+    spectral-norm vectors in place, and a compiled D then fails in backward ("modified by an inplace
+    operation": the compiled graph keeps the buffer itself for its backward; seen with torch 2.15 on
+    the CPU), and a regularizer's penalty differentiates through D twice, which compiled graphs do
+    not support."""
     from .loop import autocast_dtype, build_discriminator, build_generator, make_optimizer, seed_everything
 
     tc = recipe.train
@@ -174,6 +177,4 @@ def build_train_step(recipe: Recipe, data: Any, device: torch.device) -> TrainSt
     d_opt = make_optimizer(D.parameters(), tc.d_optim, device, fused=tc.fused_optim)
     if tc.compile:
         G.compile()
-        if recipe.regularizer.type == "none":
-            D.compile()
     return TrainStep(recipe, G, D, G_ema, g_opt, d_opt, data, device, autocast_dtype(tc.precision, device))
