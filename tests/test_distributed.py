@@ -8,7 +8,7 @@
   biases right before a batch norm have a true gradient of 0, so theirs is rounding noise, which
   Adam with eps 1e-8 would turn into full-size steps of random sign; a larger eps keeps the
   comparison about the gradients.
-* a 2-process checkpoint resumes in 1 process and continues the same run;
+* a 2-process checkpoint resumes in 1 process, and a 1-process one in 2, continuing the same run;
 * a rank killed with SIGKILL, or one that stops responding (SIGSTOP, collective timeout), ends the
   whole job with a clear message instead of hanging.
 """
@@ -166,6 +166,21 @@ def test_a_two_process_checkpoint_resumes_in_one_process(runs):
     assert_close_optim(a["g_optim"], b["g_optim"], "g_optim")
     assert a["data"]["pos"] == b["data"]["pos"] and a["data"]["epoch"] == b["data"]["epoch"]
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])  # the same noise stream continued
+
+
+def test_a_one_process_checkpoint_resumes_in_two_processes(runs):
+    root, _ = runs
+    shutil.copytree(root / "one", root / "widened")
+    (root / "widened" / "checkpoints" / "step-00000005.pt").unlink()  # continue from step 3
+    cmd = torchrun_cmd("--resume", str(root / "widened"))
+    proc = subprocess.run(cmd, cwd=root, env=torchrun_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    a = load_checkpoint(root / "widened" / "checkpoints" / "step-00000005.pt")
+    b = load_checkpoint(root / "one" / "checkpoints" / "step-00000005.pt")
+    for key in ("generator", "discriminator", "ema"):
+        assert_close(a[key], b[key], key)
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])  # the noise stream continued across widths
+    assert [r["step"] for r in read_metrics(root / "widened") if "loss/d" in r] == [1, 2, 3, 4, 5]
 
 
 def test_the_global_batch_must_split_over_processes_and_micro_batches(monkeypatch):
