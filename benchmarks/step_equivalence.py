@@ -18,7 +18,9 @@ single tensors are listed too, not judged: a tensor whose gradient is tiny has a
 error in bf16 without anything being wrong); losses by |fast - ref| / max(1, |ref|). Tolerances:
 bf16 (the default) 0.1 for gradients (measured on the CPU: 0.005 for D, 0.03 for G at batch 50, more at
 tiny batches, where G's batch norm sees few samples) and 2e-2 for losses; with ``--fast-set`` keeping fp32,
-1e-3 / 1e-4 (channels_last, fused Adam and compile only reorder fp32 arithmetic).
+5e-3 / 1e-4 (channels_last, fused Adam and compile only reorder fp32 arithmetic, but G's gradients amplify
+the rounding: measured on the CPU at batch 8, channels_last 4e-4 and compile 1.0e-3 for G, 5e-7 for D;
+a wrong step is off by O(1)).
 
 Prints one line per check and PASS/FAIL; exit status 1 when any check fails. Synthetic images;
 batch and widths from the recipe unless ``--set`` changes them (a 128x128 check at full batch
@@ -77,7 +79,7 @@ def compare_steps(recipe_path: str, overrides: list[str], fast_overrides: list[s
     ref_recipe = load_recipe(recipe_path, overrides + REFERENCE)
     fast_recipe = load_recipe(recipe_path, overrides + REFERENCE + fast_overrides)
     bf16 = fast_recipe.train.precision == "bf16" or (fast_recipe.train.precision == "auto" and device.type == "cuda")
-    grad_tol, loss_tol = (1e-1, 2e-2) if bf16 else (1e-3, 1e-4)
+    grad_tol, loss_tol = (1e-1, 2e-2) if bf16 else (5e-3, 1e-4)
     tc = ref_recipe.train
     n = tc.batch_size * tc.d_steps * 3
     g = torch.Generator().manual_seed(seed)

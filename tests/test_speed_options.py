@@ -120,7 +120,7 @@ def test_channels_last_and_fused_adam_give_the_plain_fp32_losses_and_gradients()
     assert not res["bf16"]
     assert res["ok"], [c for c in res["checks"] if not c["ok"]]
     grads = [c for c in res["checks"] if "gradients" in c["check"]]
-    assert len(grads) == 2 and all(c["error"] < 1e-3 for c in grads)  # fp32 reordering only
+    assert len(grads) == 2 and all(c["error"] < 5e-3 for c in grads)  # fp32 reordering only
 
 
 def test_bf16_step_is_within_bf16_tolerance_of_fp32():
