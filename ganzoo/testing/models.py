@@ -29,6 +29,7 @@ from torch import nn
 
 from ..config import BlockConfig
 from ..registry import DISCRIMINATOR, GENERATOR, Entry, Registry
+from .strategies import strict_fp32
 
 RESOLUTION = 32
 SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -136,7 +137,7 @@ def check_generator(name: str | Entry, device: str | torch.device = "cpu") -> No
             assert d.shape == a.shape, f"{what}: bf16 output shape {tuple(d.shape)}"
             _finite(d.float(), f"{what} under bf16 autocast")
 
-    with one_thread(device):
+    with one_thread(device), strict_fp32():
         run()
 
 
@@ -181,5 +182,5 @@ def check_discriminator(name: str | Entry, device: str | torch.device = "cpu") -
             assert d.shape == (batch,), f"{what}: bf16 output shape {tuple(d.shape)}"
             _finite(d.float(), f"{what} under bf16 autocast")
 
-    with one_thread(device):
+    with one_thread(device), strict_fp32():
         run()
