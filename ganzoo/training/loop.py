@@ -46,6 +46,7 @@ from .preflight import checkpoint_bytes, preflight
 from .sampling import fixed_noise, generate, save_grid
 
 EXIT_DIVERGED = 3
+MIN_TIMED_SECONDS = 0.05  # a log window shorter than this (one step after an evaluation) is not timed
 
 
 class TrainingDiverged(GanzooError):
@@ -397,14 +398,20 @@ def train(
             raise _diverged(bad_step, STAT_NAMES[c], float(rows[r, c]), last_ckpt)
         checked = len(window)
 
+    last_speed: list[float | None] = [None]
+
     def write_log_line() -> dict[str, float]:
         nonlocal window, checked, t_log, step_log, paused
         flush_stats(force=True)
         means = torch.stack(window).float().mean(0).cpu().tolist()
         values = {k: v for k, v in zip(STAT_NAMES, means) if use_reg or k != "loss/reg"}
         now = time.monotonic()
-        busy = max(now - t_log - paused, 1e-9)
-        values["speed/img_per_s"] = (step - step_log) * tc.d_steps * tc.batch_size / busy
+        busy = now - t_log - paused
+        if busy >= MIN_TIMED_SECONDS or last_speed[0] is None:
+            last_speed[0] = (step - step_log) * tc.d_steps * tc.batch_size / max(busy, 1e-9)
+        # else: a window of a step or two right after an evaluation is too short to time (the GPU work
+        # of those steps finished inside the evaluation's time); report the last measured speed.
+        values["speed/img_per_s"] = last_speed[0]
         log.write(step, values, kimg=round(kimg(), 3), time=elapsed())
         window, checked, t_log, step_log, paused = [], 0, now, step, 0.0
         return values
