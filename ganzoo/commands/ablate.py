@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--notes", default=None, help="a file whose text goes under the report's title")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at once (default 1). On one GPU keep 1: measured on an H100, 15 SAGAN-32 runs at "
-                        "once each trained at ~95 img/s (contexts time-slice) and 4 ran out of memory evaluating")
+                        "once each trained at ~190 img/s (contexts time-slice) and 4 ran out of memory evaluating")
     p.add_argument("--device", default="auto")
     add_set_argument(p)
 
