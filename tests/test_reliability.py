@@ -35,7 +35,7 @@ from pydantic import Field
 
 from ganzoo.config import BlockConfig
 from ganzoo.training import latest_checkpoint, list_checkpoints, load_checkpoint
-from ganzoo.training.atomic import PAUSE_ENV
+from ganzoo.atomic import PAUSE_ENV
 from ganzoo.training.logs import read_metrics
 
 TINY = {

@@ -25,7 +25,7 @@ from ganzoo.training import (
     load_generator,
     train,
 )
-from ganzoo.training import atomic as atomic_mod
+from ganzoo import atomic as atomic_mod
 from ganzoo.training import loop as loop_mod
 from ganzoo.training import step as step_mod
 from ganzoo.training.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint

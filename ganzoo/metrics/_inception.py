@@ -75,6 +75,7 @@ def weights_sha256(path: Path, cache_dir: Path | None = None) -> str:
             h.update(block)
     digest = h.hexdigest()
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         _cache.atomic_write(record, lambda f: f.write(digest.encode()))
     except OSError:
         pass

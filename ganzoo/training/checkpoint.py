@@ -28,7 +28,7 @@ import torch
 
 from .. import __version__
 from ..errors import GanzooError
-from .atomic import atomic_write, remove_stale_temps
+from ..atomic import atomic_write, remove_stale_temps
 
 FORMAT = "ganzoo-checkpoint"
 FORMAT_VERSION = 1

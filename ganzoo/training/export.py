@@ -16,7 +16,7 @@ from torch import nn
 from .. import __version__
 from ..errors import GanzooError
 from ..recipe import Recipe, dump_recipe, load_recipe, validate
-from .atomic import atomic_write_bytes, atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
 from .checkpoint import load_checkpoint, resolve_checkpoint
 
 WEIGHTS_FILE = "generator.safetensors"

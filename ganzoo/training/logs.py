@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tb"

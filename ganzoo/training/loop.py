@@ -37,7 +37,7 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from .atomic import atomic_write_text, remove_stale_temps
+from ..atomic import atomic_write_text, remove_stale_temps
 from .data import DataSampler
 from .step import STAT_NAMES, build_train_step, configure_backends
 from .evaluation import Evaluator, check_eval_ready

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import GanzooError, RecipeError
 from ..recipe import Recipe, dump_recipe, load_recipe, apply_overrides, load_raw, validate
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 
 RECIPE_FILE = "recipe.yaml"
 SAMPLES_DIR = "samples"

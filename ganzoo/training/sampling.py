@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
 GRID_COLUMNS = 8
 MAX_CLASS_ROWS = 16
