@@ -31,6 +31,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def tiny_recipe(**overrides) -> dict:
+    """A tiny class-conditional SAGAN recipe (synthetic data, widths 4) as a plain mapping, for fast CPU
+    runs; ``overrides`` are deep-merged into it (``tiny_recipe(seed=5, train={"steps": 4})``)."""
+    from ganzoo.recipe import deep_merge
+
+    base = {
+        "name": "tiny",
+        "seed": 3,
+        "resolution": 32,
+        "num_classes": 10,
+        "data": {"type": "synthetic", "num_images": 40, "num_test_images": 16},
+        "generator": {"type": "resnet", "ch": 4, "z_dim": 16, "attention": "sagan", "attention_resolutions": [16]},
+        "discriminator": {"type": "resnet", "ch": 4, "attention": "sagan", "attention_resolutions": [16]},
+        "loss": "hinge",
+    }
+    return deep_merge(base, overrides)
+
+
 def run_ganzoo(*args: str, cwd: Path | str = REPO, env: dict | None = None, timeout: float = 600):
     """Run ``python -m ganzoo ARGS`` in a subprocess; returns CompletedProcess (text)."""
     full_env = {**os.environ, "PYTHONWARNINGS": "default", **(env or {})}

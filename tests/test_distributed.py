@@ -34,28 +34,17 @@ from ganzoo.training import load_checkpoint, train
 from ganzoo.training import distributed
 from ganzoo.training.logs import read_metrics
 
-from conftest import SHARED
+from conftest import SHARED, tiny_recipe
 
 WEIGHTS = SHARED / "weights" / "fid-inception-2015-12-05.pth"
 # KID at step 3 when the Inception weights are there (rank 0 evaluates while the other waits)
 EVAL = {"metrics": ["kid"], "every": 3, "num_samples": 12, "batch_size": 12, "inception_weights": str(WEIGHTS)}
 
-RECIPE = {
-    "name": "ddp",
-    "seed": 3,
-    "resolution": 32,
-    "num_classes": 10,
-    "data": {"type": "synthetic", "num_images": 40, "num_test_images": 16},
-    "generator": {"type": "resnet", "ch": 4, "z_dim": 16, "attention": "sagan", "attention_resolutions": [16]},
-    "discriminator": {"type": "resnet", "ch": 4, "attention": "sagan", "attention_resolutions": [16]},
-    "loss": "hinge",
-    "regularizer": "r1",
-    "train": {
-        "steps": 3, "batch_size": 8, "accumulate": 2, "log_every": 1, "sample_every": 0,
-        "checkpoint_every": 3, "keep_last": 2, "sync_batchnorm": True, "ema": {"decay": 0.9, "start": 1},
-        "g_optim": {"lr": 1e-4, "eps": 1e-3}, "d_optim": {"lr": 4e-4, "eps": 1e-3},
-    },
-}
+RECIPE = tiny_recipe(name="ddp", regularizer="r1", train={
+    "steps": 3, "batch_size": 8, "accumulate": 2, "log_every": 1, "sample_every": 0,
+    "checkpoint_every": 3, "keep_last": 2, "sync_batchnorm": True, "ema": {"decay": 0.9, "start": 1},
+    "g_optim": {"lr": 1e-4, "eps": 1e-3}, "d_optim": {"lr": 4e-4, "eps": 1e-3},
+})
 ATOL = 1e-5       # weights (absolute + relative): float32 sums in another order, over 3 steps
 OPTIM_TOL = 1e-4  # Adam's moments: sums of raw gradients, R1's double backward included
 

@@ -33,22 +33,15 @@ import torch
 import yaml
 from pydantic import Field
 
+from conftest import tiny_recipe
 from ganzoo.config import BlockConfig
 from ganzoo.training import latest_checkpoint, list_checkpoints, load_checkpoint
 from ganzoo.atomic import PAUSE_ENV
 from ganzoo.training.logs import read_metrics
 
-TINY = {
-    "name": "tiny",
-    "seed": 5,
-    "resolution": 32,
-    "num_classes": 10,
-    "data": {"type": "synthetic", "num_images": 20, "num_test_images": 8},
-    "generator": {"type": "resnet", "ch": 4, "z_dim": 8, "attention": "sagan", "attention_resolutions": [16]},
-    "discriminator": {"type": "resnet", "ch": 4, "attention": "sagan", "attention_resolutions": [16]},
-    "train": {"steps": 4, "batch_size": 4, "log_every": 1, "sample_every": 0, "checkpoint_every": 1,
-              "keep_last": 2, "ema": {"decay": 0.9, "start": 2}},
-}
+TINY = tiny_recipe(seed=5, data={"num_images": 20, "num_test_images": 8}, generator={"z_dim": 8},
+                   train={"steps": 4, "batch_size": 4, "log_every": 1, "sample_every": 0, "checkpoint_every": 1,
+                          "keep_last": 2, "ema": {"decay": 0.9, "start": 2}})
 # one thread per process: bit-identical CPU results, and pytest -n 2 already fills both cores
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 ENV.pop("GANZOO_INCEPTION_WEIGHTS", None)

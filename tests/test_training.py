@@ -32,22 +32,12 @@ from ganzoo.training.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
 from ganzoo.training.checkpoint import prune_checkpoints, resolve_checkpoint
 from ganzoo.training.logs import read_metrics
 
-from conftest import SHARED
+from conftest import SHARED, tiny_recipe
 
 WEIGHTS = SHARED / "weights" / "fid-inception-2015-12-05.pth"
 
-TINY = {
-    "name": "tiny",
-    "seed": 3,
-    "resolution": 32,
-    "num_classes": 10,
-    "data": {"type": "synthetic", "num_images": 40, "num_test_images": 16},
-    "generator": {"type": "resnet", "ch": 4, "z_dim": 16, "attention": "sagan", "attention_resolutions": [16]},
-    "discriminator": {"type": "resnet", "ch": 4, "attention": "sagan", "attention_resolutions": [16]},
-    "loss": "hinge",
-    "train": {"steps": 6, "batch_size": 4, "log_every": 2, "sample_every": 3, "checkpoint_every": 2,
-              "keep_last": 2, "ema": {"decay": 0.9, "start": 2}},
-}
+TINY = tiny_recipe(train={"steps": 6, "batch_size": 4, "log_every": 2, "sample_every": 3, "checkpoint_every": 2,
+                          "keep_last": 2, "ema": {"decay": 0.9, "start": 2}})
 
 
 @pytest.fixture(autouse=True, scope="module")
