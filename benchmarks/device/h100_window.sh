@@ -10,11 +10,12 @@
 #   run carry [.devcache/p3, .whl]  bash benchmarks/device/h100_window.sh stage3   # tests, prewarm, starts jobs
 #   run                             bash benchmarks/device/h100_window.sh wait     # (repeat) progress + results
 #
-# stage3 starts the long work in the background (setsid, so it outlives the call) in this order:
-#   1. benchmarks/train_step.py on an otherwise idle GPU (issue 8)
-#   2. together: recipes/sagan.yaml for 10 minutes (issue 4), the ablation study (issue 6) and the
-#      torchrun --nproc_per_node=1 vs plain-run loss check (issue 9)
-# `wait` polls until everything is done (or its time is up) and packs results into $OUT/results.tar.gz.
+# stage3 starts the long work in the background (setsid, so it outlives the call), one job at a time
+# (JOBS, default "bench sagan10 ddp ablate"; see the jobs phase). `wait` polls until everything is done
+# (or its time is up) and packs results into $OUT/results.tar.gz.
+#
+# Call the next `run` at once: a machine idle for 30 s is given back with everything on it (this lost a
+# whole window on 2026-11-24). A machine also goes back after 30 minutes held.
 set -uo pipefail
 phase=${1:?phase}
 ROOT=/root/assets
@@ -52,26 +53,31 @@ stage3)
     --set eval.num_samples=10000 --device cuda > "$WORK/prewarm.log" 2>&1; echo "prewarm exit $?"; tail -3 "$WORK/prewarm.log"
   setsid nohup bash benchmarks/device/h100_window.sh jobs > "$WORK/jobs.log" 2>&1 < /dev/null &
   sleep 5; cat "$WORK/jobs.log"; pack ;;
-jobs)
+jobs)  # JOBS="bench sagan10 ddp ablate" (default: all, in this order, one at a time on the GPU)
   export PYTHONPATH=/tmp/site:$PWD
   date -u +%FT%TZ > "$WORK/started.txt"
-  # 1. issue 8: the training step on an idle GPU
-  timeout 420 python3 benchmarks/train_step.py --out "$WORK/train_step" --data-root "$ROOT/cifar10-jpeg.tar.gz" \
-    > "$WORK/train_step.log" 2>&1; echo "train_step exit $?"
-  # 2. together on the one GPU: issue 4 (10 minutes of sagan.yaml), issue 6 (the ablation, every
-  #    variant x 2 seeds, the same 9-minute budget each), issue 9 (torchrun --nproc_per_node=1 vs plain)
-  python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/runs" --name sagan-cifar10-10min --device cuda \
-    --set train.time_limit_minutes=10 --set eval.every=2000 --set train.sample_every=1000 \
-    --set train.checkpoint_every=2000 > "$WORK/sagan10.log" 2>&1 &
-  python3 -m ganzoo ablate recipes/ablations/*.yaml --seeds 0 1 --minutes 9 --jobs 14 --out "$WORK/ablate" \
-    --device cuda --set eval.every=2000 --set train.sample_every=2000 --set train.checkpoint_every=2000 \
-    --report "$WORK/ablate/cifar10.md" --title "Where should attention go? SAGAN ablation on CIFAR-10" \
-    > "$WORK/ablate.log" 2>&1 &
-  if [ -f benchmarks/ddp_check.sh ]; then
-    OUT="$WORK/ddp" PYTHON=python3 timeout 400 bash benchmarks/ddp_check.sh recipes/sagan.yaml 200 1 \
-      > "$WORK/ddp_check.log" 2>&1 &
-  fi
-  wait
+  for job in ${JOBS:-bench sagan10 ddp ablate}; do
+    echo "$(date -u +%T) start $job"
+    case "$job" in
+    bench)  # issue 8: the training step on an idle GPU (the benchmark does not evaluate: no metrics needed)
+      timeout 420 python3 benchmarks/train_step.py --out "$WORK/train_step" --set 'eval.metrics=[]' \
+        --data-root "$ROOT/cifar10-jpeg.tar.gz" > "$WORK/train_step.log" 2>&1 ;;
+    sagan10)  # issue 4: recipes/sagan.yaml for 10 minutes of wall time, FID/KID (10k samples) every 2000 steps
+      python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/runs" --name sagan-cifar10-10min --device cuda \
+        --set train.time_limit_minutes=10 --set eval.every=2000 --set train.sample_every=1000 \
+        --set train.checkpoint_every=2000 > "$WORK/sagan10.log" 2>&1 ;;
+    ddp)  # issue 9: torchrun --nproc_per_node=1 against a plain run, fp32 without TF32 for a tight comparison
+      FP32=1 OUT="$WORK/ddp" PYTHON=python3 timeout 400 bash benchmarks/ddp_check.sh recipes/sagan.yaml 200 1 \
+        > "$WORK/ddp_check.log" 2>&1 ;;
+    ablate)  # issue 6: one run at a time (15 runs sharing the GPU each trained at ~190 img/s and 4 ran out of
+             # memory: measured 2026-11-24); resumable, so a later window continues where this one stopped
+      python3 -m ganzoo ablate recipes/ablations/*.yaml --seeds 0 1 --steps "${ABLATE_STEPS:-5000}" --jobs 1 \
+        --out "$WORK/ablate" --device cuda --set eval.every=1000 --set train.sample_every=1000 \
+        --set train.checkpoint_every=1000 --report "$WORK/ablate/cifar10.md" \
+        --title "Where should attention go? SAGAN ablation on CIFAR-10" > "$WORK/ablate.log" 2>&1 ;;
+    esac
+    echo "$(date -u +%T) $job exit $?"
+  done
   date -u +%FT%TZ > "$WORK/finished.txt"
   echo "all jobs done" ;;
 wait)
