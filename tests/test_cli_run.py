@@ -18,18 +18,10 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
+from conftest import REPO, tiny_recipe
 
-TINY = {
-    "name": "tiny",
-    "seed": 1,
-    "resolution": 32,
-    "num_classes": 10,
-    "data": {"type": "synthetic", "num_images": 24, "num_test_images": 8},
-    "generator": {"type": "resnet", "ch": 4, "z_dim": 8, "attention": "sagan", "attention_resolutions": [16]},
-    "discriminator": {"type": "resnet", "ch": 4, "attention": "sagan", "attention_resolutions": [16]},
-    "train": {"steps": 2, "batch_size": 4, "log_every": 1, "sample_every": 0, "checkpoint_every": 1},
-}
+TINY = tiny_recipe(seed=1, data={"num_images": 24, "num_test_images": 8}, generator={"z_dim": 8},
+                   train={"steps": 2, "batch_size": 4, "log_every": 1, "sample_every": 0, "checkpoint_every": 1})
 # one thread per process: these tests run beside others (pytest -n 2) on small machines
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 ENV.pop("GANZOO_INCEPTION_WEIGHTS", None)
