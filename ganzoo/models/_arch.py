@@ -93,6 +93,16 @@ def discriminator_sides(resolution: int) -> list[int]:
     return sorted(set(D_TABLE[resolution][3]), reverse=True) if resolution in D_TABLE else []
 
 
+def placement_problems(table: dict, sides_of, attention_resolutions: list[int], what: str, resolution: int):
+    """Problems of a backbone at image side ``resolution``: ``[(("type",), ...)]`` when ``table`` has no
+    architecture for it (nothing else can be checked then), else one problem per misplaced slot list."""
+    if resolution not in table:
+        return [(("type",), unsupported(resolution))]
+    sides = sides_of(resolution)
+    bad = [r for r in attention_resolutions if r not in sides]
+    return [(("attention_resolutions",), not_sides(bad, sides, what, resolution))] if bad else []
+
+
 def not_sides(bad: list[int], sides: list[int], what: str, resolution: int) -> str:
     """"4 is not a feature-map side of the resnet generator at resolution 32 (choose from 8, 16, 32)"."""
     verb = "is not a feature-map side" if len(bad) == 1 else "are not feature-map sides"

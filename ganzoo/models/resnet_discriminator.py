@@ -42,14 +42,11 @@ class ResNetDiscriminatorConfig(BlockConfig):
         return _arch.discriminator_sides(resolution)
 
     def recipe_problems(self, recipe: Any) -> list[tuple[tuple[str, ...], str]]:
-        res = recipe.resolution
-        if res not in _arch.D_TABLE:
-            return [(("type",), _arch.unsupported(res))]
-        problems = []
-        sides = self.feature_resolutions(res)
-        bad = [r for r in self.attention_resolutions if r not in sides]
-        if bad:
-            problems.append((("attention_resolutions",), _arch.not_sides(bad, sides, "discriminator", res)))
+        problems = _arch.placement_problems(
+            _arch.D_TABLE, self.feature_resolutions, self.attention_resolutions, "discriminator", recipe.resolution
+        )
+        if recipe.resolution not in _arch.D_TABLE:
+            return problems
         return problems + nested_problems(self, recipe, ("attention", "weight_norm"))
 
 

@@ -63,14 +63,11 @@ class ResNetGeneratorConfig(BlockConfig):
         return _arch.generator_sides(resolution)
 
     def recipe_problems(self, recipe: Any) -> list[tuple[tuple[str, ...], str]]:
-        res = recipe.resolution
-        if res not in _arch.G_TABLE:
-            return [(("type",), _arch.unsupported(res))]
-        problems = []
-        sides = self.feature_resolutions(res)
-        bad = [r for r in self.attention_resolutions if r not in sides]
-        if bad:
-            problems.append((("attention_resolutions",), _arch.not_sides(bad, sides, "generator", res)))
+        problems = _arch.placement_problems(
+            _arch.G_TABLE, self.feature_resolutions, self.attention_resolutions, "generator", recipe.resolution
+        )
+        if recipe.resolution not in _arch.G_TABLE:
+            return problems
         if recipe.num_classes == 0 and unconditional(self.norm) is None:
             problems.append((("norm",), (
                 f"'{self.norm.type}' needs class labels but num_classes is 0, and it has no "
