@@ -31,6 +31,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """One intra-op thread for a module of tiny-tensor tests: extra threads only spin against each
+    other on the shared 2-core machines (pytest -n 2 already fills both cores), and one thread keeps
+    CPU results bit-identical between runs. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_recipe(**overrides) -> dict:
     """A tiny class-conditional SAGAN recipe (synthetic data, widths 4) as a plain mapping, for fast CPU
     runs; ``overrides`` are deep-merged into it (``tiny_recipe(seed=5, train={"steps": 4})``)."""

@@ -19,13 +19,7 @@ from ganzoo.testing import check_attention_block, check_permutation_equivariance
 CPU_BACKENDS = [b for b in BACKENDS if b != "triton"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """The tensors here are tiny: intra-op threads only spin against each other on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # see conftest.py
 
 
 def _convs(block: nn.Module) -> dict[str, nn.Conv2d]:

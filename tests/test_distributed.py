@@ -49,12 +49,7 @@ ATOL = 1e-5       # weights (absolute + relative): float32 sums in another order
 OPTIM_TOL = 1e-4  # Adam's moments: sums of raw gradients, R1's double backward included
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # see conftest.py
 
 
 def recipe(**train):

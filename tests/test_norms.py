@@ -18,13 +18,7 @@ from ganzoo.registry import NORM, WEIGHT_NORM
 SMALL = settings(max_examples=15, deadline=None, database=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """The tensors here are tiny: intra-op threads only spin against each other on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # see conftest.py
 
 
 def _sn(**options):

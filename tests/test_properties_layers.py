@@ -16,13 +16,7 @@ from ganzoo.testing import check_attention_block, check_norm_block, check_weight
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """The tensors here are tiny: intra-op threads only spin against each other on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # see conftest.py
 
 
 _no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

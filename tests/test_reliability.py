@@ -50,12 +50,7 @@ STEP_LINE = re.compile(r"^step (\d+)/(\d+)")
 TEMP = re.compile(r"^\.step-\d{8}\.pt\..+\.tmp$")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # see conftest.py
 
 
 def write_recipe(path: Path, train: dict | None = None, **top) -> Path:

@@ -40,13 +40,7 @@ TINY = tiny_recipe(train={"steps": 6, "batch_size": 4, "log_every": 2, "sample_e
                           "keep_last": 2, "ema": {"decay": 0.9, "start": 2}})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread, and pytest -n 2 already uses both cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # see conftest.py
 
 
 def tiny(**train) -> "Recipe":  # noqa: F821
