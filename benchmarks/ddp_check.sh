@@ -4,7 +4,8 @@
 #
 #   benchmarks/ddp_check.sh [RECIPE] [STEPS] [NPROC] [extra --set overrides...]
 #   benchmarks/ddp_check.sh recipes/quickstart.yaml 300 1
-#   FP32=1 benchmarks/ddp_check.sh recipes/quickstart.yaml 300 1   # fp32, no TF32: tighter agreement
+#   FP32=1 benchmarks/ddp_check.sh recipes/quickstart.yaml 300 1   # fp32, no TF32, deterministic kernels
+#   CONTROL=1 ...                                                    # + a second plain run, for the run-to-run spread
 #
 # NPROC=1 runs the DDP code path (process group, DDP wrappers, agreed decisions) on one GPU with the
 # very same data and noise as the plain run: the losses should agree to the last digits printed,
@@ -28,8 +29,8 @@ mkdir -p "$OUT"
 SETS=(--set "train.steps=$STEPS" --set train.log_every=10 --set train.sample_every=0
       --set "train.checkpoint_every=$STEPS" --set train.time_limit_minutes=null --set "eval.metrics=[]"
       --set train.sync_batchnorm=true)
-if [ "${FP32:-0}" = 1 ]; then
-  SETS+=(--set train.precision=fp32 --set train.tf32=false)
+if [ "${FP32:-0}" = 1 ]; then  # fp32 without TF32, deterministic kernels: two plain runs agree exactly
+  SETS+=(--set train.precision=fp32 --set train.tf32=false --set train.deterministic=true)
 fi
 for s in "$@"; do SETS+=(--set "$s"); done
 
@@ -37,6 +38,12 @@ echo "== plain run: $RECIPE, $STEPS steps"
 t0=$(date +%s.%N)
 "$PY" -m ganzoo run "$RECIPE" "${SETS[@]}" --device ${DEVICE:-cuda} --out "$OUT" --name plain --no-progress > "$OUT/plain.log" 2>&1 \
   || { tail -30 "$OUT/plain.log"; exit 1; }
+t1=$(date +%s.%N)
+if [ "${CONTROL:-0}" = 1 ]; then  # a second plain run: how far two identical runs drift on this GPU
+  echo "== control: the plain run again"
+  "$PY" -m ganzoo run "$RECIPE" "${SETS[@]}" --device ${DEVICE:-cuda} --out "$OUT" --name control --no-progress \
+    > "$OUT/control.log" 2>&1 || { tail -30 "$OUT/control.log"; exit 1; }
+fi
 t1=$(date +%s.%N)
 echo "== torchrun --nproc_per_node=$NPROC"
 "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m ganzoo run "$RECIPE" "${SETS[@]}" \
@@ -56,6 +63,11 @@ def lines(name):
 
 a, b = lines("plain"), lines("ddp")
 keys = ("loss/d", "loss/g", "logits/real", "logits/fake")
+if (out / "control" / "metrics.jsonl").exists():
+    c = lines("control")
+    both = sorted(set(a) & set(c))
+    ctl = max(abs(a[s][k] - c[s][k]) for s in both for k in keys)
+    print(f"control (plain vs plain again, {len(both)} logged steps): largest difference {ctl:.3e}")
 print(f"{'step':>6} | {'plain loss/d':>12} {'ddp loss/d':>12} | {'plain loss/g':>12} {'ddp loss/g':>12} | max |diff|")
 worst = 0.0
 for step in sorted(set(a) & set(b)):

@@ -277,6 +277,12 @@ def run_variant(recipe, device, opts, args, synthetic, cache, seconds: float) ->
                 out["host_syncs"] = count_host_syncs(step, i, device) if "note" not in out else None
             except Budget:
                 out["host_syncs"] = None  # the timing above stands
+            if args.profile and device.type == "cuda":
+                try:
+                    out["profile"] = profile_step(step, i + 1, device, args.profile, Path(args.out),
+                                                  f"{opts.get('_label', 'step')}")
+                except Budget:
+                    pass  # the timing above stands
     except Budget:
         raise Budget(f"over --max-seconds ({seconds:.0f} s) after {time.monotonic() - t0:.0f} s"
                      + ("" if "warmup_s" in out else " (still warming up / compiling)"))
@@ -296,6 +302,25 @@ def run_variant(recipe, device, opts, args, synthetic, cache, seconds: float) ->
         img_per_s=tc.d_steps * tc.batch_size / med,
     )
     return out
+
+
+def profile_step(step, i: int, device: torch.device, n: int, out_dir: Path, label: str) -> str:
+    """``n`` more iterations under torch.profiler: the kernels' table (by total CUDA time) goes to
+    ``OUT/profile-LABEL.txt``; returns that file's name. Not part of the timing."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for k in range(n):
+            step(i + k)
+        sync(device)
+    name = f"profile-{label}.txt".replace("/", "_")
+    ka = prof.key_averages()
+    text = [f"# {label}: {n} iterations under torch.profiler (self CUDA time per op, summed over the iterations)", "",
+            ka.table(sort_by="self_cuda_time_total", row_limit=45, max_name_column_width=70), "",
+            "# by CPU time (launch overhead shows here)", "",
+            ka.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=70)]
+    (out_dir / name).write_text("\n".join(text))
+    return name
 
 
 def count_flops(recipe_path, overrides, device, synthetic) -> float:
@@ -385,6 +410,8 @@ def parse_args(argv=None):
                    help="no new variant starts after this long, and none runs past it")
     p.add_argument("--peak-tflops", type=float, default=790.0, help="bf16 dense matrix peak for %% of peak")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after timing each variant, N more iterations under torch.profiler: OUT/profile-RECIPE-VARIANT.txt")
     p.add_argument("--synthetic-images", type=int, default=16384, help="most synthetic images per recipe")
     return p.parse_args(argv)
 
@@ -497,6 +524,7 @@ def main(argv=None) -> int:
                 left = args.total_seconds - (time.monotonic() - t_start)
                 if left <= 5:
                     raise RuntimeError(f"--total-seconds used up loading the dataset ({info['cache']['real_load_s']:.0f} s)")
+            opts = {**opts, "_label": f"{Path(name).stem}-{variant}"}
             res = run_variant(recipe, device, opts, args, synthetic(name), info["cache"], min(args.max_seconds, left))
             if opts.get("real"):
                 res["load_s"] = round(info["cache"]["real_load_s"], 1)  # dataset build, once per recipe

@@ -88,6 +88,11 @@ class TrainConfig(Section):
         True, description="TF32 matrix units for fp32 matmuls and convs on CUDA (the fp32 parts under bf16 "
         "autocast, or everything with precision fp32); false: full fp32 arithmetic"
     )
+    deterministic: bool = Field(
+        False, description="CUDA: deterministic kernels (cuDNN without autotuning, "
+        "torch.use_deterministic_algorithms, warn-only), so two runs of a recipe give the same numbers; "
+        "slower: for comparisons (e.g. benchmarks/ddp_check.sh), not for training"
+    )
     compile: bool = Field(
         False, description="torch.compile G's forward (default mode; the first steps compile for a minute "
         "or more); D and the EMA copy stay eager (D's two forwards per backward update spectral-norm "

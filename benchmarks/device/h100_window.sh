@@ -11,7 +11,8 @@
 #   run                             bash benchmarks/device/h100_window.sh wait     # (repeat) progress + results
 #
 # stage3 starts the long work in the background (setsid, so it outlives the call), one job at a time
-# (JOBS, default "bench sagan10 ddp ablate"; see the jobs phase). `wait` polls until everything is done
+# (JOBS, default "sagan10 ddp concur bench stepeq ablate"; see the jobs phase; SKIP_TESTS=1 skips the
+# gpu tests). `wait` polls until everything is done
 # (or its time is up) and packs results into $OUT/results.tar.gz.
 #
 # Call the next `run` at once: a machine idle for 30 s is given back with everything on it (this lost a
@@ -44,34 +45,74 @@ stage3)
   export PYTHONPATH=/tmp/site:$PWD
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$WORK/gpu.txt"
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$WORK/gpu.txt"
-  # GPU property tests (issue 3 blocks, issue 5 backends): every test marked gpu
-  timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider -n 8 tests plugins/ganzoo-example-plugin/tests \
-    > "$WORK/gpu_tests.log" 2>&1; echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log"
-  tail -5 "$WORK/gpu_tests.log"
+  # GPU property tests (issue 3 blocks, issue 5 backends): every test marked gpu (SKIP_TESTS=1: not again)
+  if [ "${SKIP_TESTS:-0}" != 1 ]; then
+    timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider -n 8 tests plugins/ganzoo-example-plugin/tests \
+      > "$WORK/gpu_tests.log" 2>&1; echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log"
+    tail -5 "$WORK/gpu_tests.log"
+  fi
   # prewarm: decode CIFAR-10 once into the cache and compute the 10k test-split reference statistics once
   timeout 240 python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/prewarm" --set train.steps=2 \
     --set eval.num_samples=10000 --device cuda > "$WORK/prewarm.log" 2>&1; echo "prewarm exit $?"; tail -3 "$WORK/prewarm.log"
   setsid nohup bash benchmarks/device/h100_window.sh jobs > "$WORK/jobs.log" 2>&1 < /dev/null &
   sleep 5; cat "$WORK/jobs.log"; pack ;;
-jobs)  # JOBS="bench sagan10 ddp ablate" (default: all, in this order, one at a time on the GPU)
+jobs)  # JOBS (default "sagan10 ddp concur bench stepeq ablate": all, in this order, one at a time on the GPU)
   export PYTHONPATH=/tmp/site:$PWD
   date -u +%FT%TZ > "$WORK/started.txt"
-  for job in ${JOBS:-bench sagan10 ddp ablate}; do
+  for job in ${JOBS:-sagan10 ddp concur bench stepeq ablate}; do
     echo "$(date -u +%T) start $job"
     case "$job" in
-    bench)  # issue 8: the training step on an idle GPU (the benchmark does not evaluate: no metrics needed)
-      timeout 420 python3 benchmarks/train_step.py --out "$WORK/train_step" --set 'eval.metrics=[]' \
+    bench)  # issue 8: the training step on an idle GPU (the benchmark does not evaluate: no metrics needed);
+            # 3 more iterations of each variant under torch.profiler (profile-*.txt, not timed)
+      timeout 330 python3 benchmarks/train_step.py --out "$WORK/train_step" --set 'eval.metrics=[]' \
+        --total-seconds "${BENCH_SECONDS:-260}" --profile 3 ${BENCH_VARIANTS:+--variants $BENCH_VARIANTS} \
         --data-root "$ROOT/cifar10-jpeg.tar.gz" > "$WORK/train_step.log" 2>&1 ;;
+    stepeq)  # issue 8: the fast step computes what the plain fp32 step does (same weights, same batch)
+      timeout 150 python3 benchmarks/step_equivalence.py --recipes cifar imagenet128 --out "$WORK/equivalence" \
+        > "$WORK/equivalence.log" 2>&1 ;;
+    concur)  # how many SAGAN-32 trainings share the GPU best: 1-4 processes of the ablation's heaviest variant
+      mkdir -p "$WORK/concur"
+      for n in 1 2 3 4; do
+        for k in $(seq "$n"); do
+          timeout 120 python3 benchmarks/train_step.py --out "$WORK/concur/n$n-$k" --recipes recipes/ablations/feat32.yaml \
+            --variants recipe --set 'eval.metrics=[]' --no-flops --warmup 20 --iters 100000 --min-iters 200 \
+            --timed-seconds 20 > "$WORK/concur/n$n-$k.log" 2>&1 &
+        done
+        wait
+        python3 - "$WORK/concur" "$n" <<'PY' | tee -a "$WORK/concur/summary.txt"
+import json, sys
+from pathlib import Path
+root, n = Path(sys.argv[1]), int(sys.argv[2])
+rates = [json.loads(l)["img_per_s"] for k in range(1, n + 1)
+         for l in (root / f"n{n}-{k}" / "rows.jsonl").read_text().splitlines() if '"ok"' in l]
+print(f"processes {n}: img/s each {' '.join(f'{r:.0f}' for r in rates)}; together {sum(rates):.0f}")
+PY
+      done
+      # the ablation's --jobs: the most processes that still add 15% or more in total throughput
+      python3 - "$WORK/concur/summary.txt" > "$WORK/concur/jobs.txt" <<'PY'
+import re, sys
+tot = {int(m[1]): float(m[2]) for m in re.finditer(r"processes (\d+):.*together (\d+)", open(sys.argv[1]).read())}
+best = 1
+for n in sorted(tot):
+    if n > 1 and tot[n] >= 1.15 * tot[best]:
+        best = n
+print(best)
+PY
+      cat "$WORK/concur/summary.txt" "$WORK/concur/jobs.txt" ;;
     sagan10)  # issue 4: recipes/sagan.yaml for 10 minutes of wall time, FID/KID (10k samples) every 2000 steps
       python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/runs" --name sagan-cifar10-10min --device cuda \
         --set train.time_limit_minutes=10 --set eval.every=2000 --set train.sample_every=1000 \
         --set train.checkpoint_every=2000 > "$WORK/sagan10.log" 2>&1 ;;
-    ddp)  # issue 9: torchrun --nproc_per_node=1 against a plain run, fp32 without TF32 for a tight comparison
-      FP32=1 OUT="$WORK/ddp" PYTHON=python3 timeout 400 bash benchmarks/ddp_check.sh recipes/sagan.yaml 200 1 \
+    ddp)  # issue 9: torchrun --nproc_per_node=1 against a plain run (and a second plain run as the control),
+          # fp32 without TF32, deterministic kernels, for a tight comparison
+      CONTROL=1 FP32=1 OUT="$WORK/ddp" PYTHON=python3 timeout 400 bash benchmarks/ddp_check.sh recipes/sagan.yaml 200 1 \
         > "$WORK/ddp_check.log" 2>&1 ;;
     ablate)  # issue 6: one run at a time (15 runs sharing the GPU each trained at ~190 img/s and 4 ran out of
              # memory: measured 2026-11-24); resumable, so a later window continues where this one stopped
-      python3 -m ganzoo ablate recipes/ablations/*.yaml --seeds 0 1 --steps "${ABLATE_STEPS:-5000}" --jobs 1 \
+      # --jobs: what the concur job measured (default 1); ABLATE_RECIPES / ABLATE_SEEDS pick a subset
+      jobs=$(cat "$WORK/concur/jobs.txt" 2>/dev/null || echo "${ABLATE_JOBS:-1}")
+      python3 -m ganzoo ablate ${ABLATE_RECIPES:-recipes/ablations/*.yaml} --seeds ${ABLATE_SEEDS:-0 1} \
+        --steps "${ABLATE_STEPS:-3000}" --jobs "${ABLATE_JOBS:-$jobs}" \
         --out "$WORK/ablate" --device cuda --set eval.every=1000 --set train.sample_every=1000 \
         --set train.checkpoint_every=1000 --report "$WORK/ablate/cifar10.md" \
         --title "Where should attention go? SAGAN ablation on CIFAR-10" > "$WORK/ablate.log" 2>&1 ;;
@@ -84,7 +125,7 @@ wait)
   limit=${2:-540}; t0=$(date +%s)
   while [ ! -f "$WORK/finished.txt" ] && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep 15; done
   cat "$WORK/jobs.log"; tail -3 "$WORK/train_step.log" 2>/dev/null; tail -2 "$WORK/sagan10.log" 2>/dev/null
-  tail -5 "$WORK/ablate.log" 2>/dev/null; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+  tail -5 "$WORK/ablate.log" 2>/dev/null; cat "$WORK/concur/summary.txt" 2>/dev/null; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
   [ -f "$WORK/finished.txt" ] && echo FINISHED
   pack ;;
 *) echo "unknown phase $phase"; exit 2 ;;

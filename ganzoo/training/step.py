@@ -19,6 +19,7 @@ back to the host, so a CUDA step is queued without waiting for the GPU.
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import torch
@@ -34,12 +35,19 @@ STAT_NAMES = ("loss/d", "logits/real", "logits/fake", "loss/reg", "loss/g")
 
 def configure_backends(recipe: Recipe, device: torch.device) -> None:
     """Global CUDA switches the recipe asks for: TF32 for fp32 matmuls/convs (``train.tf32``) and
-    tuned conv kernels (``cudnn.benchmark``). Nothing on the CPU."""
+    tuned conv kernels (``cudnn.benchmark``), or deterministic kernels (``train.deterministic``).
+    Nothing on the CPU."""
     if device.type == "cuda":
         tf32 = bool(recipe.train.tf32)
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cudnn.benchmark = True
+        det = bool(recipe.train.deterministic)
+        torch.backends.cudnn.benchmark = not det
+        torch.backends.cudnn.deterministic = det
+        if det:
+            # cuBLAS reads this when its handle is made (lazily, at the first matmul)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(det, warn_only=True)
 
 
 class TrainStep:
