@@ -44,18 +44,18 @@ if [ "${CONTROL:-0}" = 1 ]; then  # a second plain run: how far two identical ru
   "$PY" -m ganzoo run "$RECIPE" "${SETS[@]}" --device ${DEVICE:-cuda} --out "$OUT" --name control --no-progress \
     > "$OUT/control.log" 2>&1 || { tail -30 "$OUT/control.log"; exit 1; }
 fi
-t1=$(date +%s.%N)
+t1c=$(date +%s.%N)
 echo "== torchrun --nproc_per_node=$NPROC"
 "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m ganzoo run "$RECIPE" "${SETS[@]}" \
   --device ${DEVICE:-cuda} --out "$OUT" --name ddp --no-progress > "$OUT/ddp.log" 2>&1 \
   || { tail -40 "$OUT/ddp.log"; exit 1; }
 t2=$(date +%s.%N)
 
-"$PY" - "$OUT" "$t0" "$t1" "$t2" <<'EOF'
+"$PY" - "$OUT" "$t0" "$t1" "$t1c" "$t2" <<'EOF'
 import json, sys
 from pathlib import Path
 
-out, t0, t1, t2 = Path(sys.argv[1]), *map(float, sys.argv[2:])
+out, t0, t1, t1c, t2 = Path(sys.argv[1]), *map(float, sys.argv[2:])
 
 def lines(name):
     rows = [json.loads(l) for l in (out / name / "metrics.jsonl").read_text().splitlines() if l.strip()]
@@ -78,6 +78,6 @@ for step in sorted(set(a) & set(b)):
 first = min(set(a) & set(b))
 print(f"largest difference of {', '.join(keys)}: {worst:.3e} (first logged step {first}: "
       f"{max(abs(a[first][k] - b[first][k]) for k in keys):.3e})")
-print(f"wall time: plain {t1 - t0:.1f} s, torchrun {t2 - t1:.1f} s (both include start-up); "
+print(f"wall time: plain {t1 - t0:.1f} s, torchrun {t2 - t1c:.1f} s (both include start-up); "
       f"img/s at the end: plain {a[max(a)]['speed/img_per_s']:.0f}, ddp {b[max(b)]['speed/img_per_s']:.0f}")
 EOF
