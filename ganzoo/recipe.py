@@ -47,6 +47,11 @@ class EmaConfig(Section):
     enabled: bool = Field(True, description="keep an EMA copy of G")
     decay: float = Field(0.9999, ge=0, lt=1, description="EMA decay per G step")
     start: int = Field(0, ge=0, description="G step at which averaging starts (copy before)")
+    rampup: bool = Field(
+        True, description="decay after t averaged steps is min(decay, (1 + t) / (10 + t)), so the average "
+        "follows G closely early on (false: decay from the first step, which keeps the random initial "
+        "weights in the average for tens of thousands of steps)"
+    )
     foreach: bool = Field(
         True, description="update all of G's tensors in one fused _foreach_lerp_ (false: one lerp_ per "
         "tensor in a Python loop; the same result, more kernel launches)"

@@ -70,14 +70,25 @@ def test_foreach_ema_equals_a_plain_loop_exactly():
                     buf.add_(torch.randn_like(buf))
         decay = 0.0 if step == 0 else 0.999
         update_ema(a, G, decay, foreach=True)
-        # the plain loop, written here independently of update_ema
+        # the plain loop, written here independently of update_ema: parameters averaged, buffers
+        # copied except spectral norm's u, v, which take one power iteration on the EMA's own weight
         with torch.no_grad():
             for e, p in zip(b.parameters(), G.parameters()):
                 e.copy_(p) if decay == 0.0 else e.lerp_(p, 1.0 - decay)
-            for e, buf in zip(b.buffers(), G.buffers()):
-                e.copy_(buf)
+            for (name, e), buf in zip(b.named_buffers(), G.buffers()):
+                if not (name.endswith(".u") or name.endswith(".v")):
+                    e.copy_(buf)
+            for m in b.modules():
+                for plist in getattr(m, "parametrizations", {}).values():
+                    sn = plist[0]
+                    mat = plist.original.flatten(1) if sn.dim == 0 else plist.original.movedim(sn.dim, 0).flatten(1)
+                    v = mat.t() @ sn.u
+                    v = v / (v.norm() + sn.eps)
+                    u = mat @ v
+                    sn.u.copy_(u / (u.norm() + sn.eps))
+                    sn.v.copy_(v)
         for (n, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
-            assert torch.equal(x, y), n
+            torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7, msg=n)
         loop = make_ema(G)
         loop.load_state_dict(b.state_dict())
     # update_ema(foreach=False) is that loop too

@@ -94,6 +94,20 @@ class SpectralNormParametrization(nn.Module):
             return (w32 / sigma.clamp_min(self.eps)).to(weight.dtype)
 
     @torch.no_grad()
+    def refresh_(self, weight: torch.Tensor) -> None:
+        """``n_power_iterations`` power iterations on ``weight``, updating ``u`` and ``v`` in place, as a
+        training forward would. For a copy whose weights are set from outside (the EMA of G): its
+        vectors must follow its own weights, not the trained network's (see ``training/ema.py``)."""
+        with _fp32_context(weight.device.type):
+            mat = self.matrix(weight.float())
+            u = self.u.float()
+            for _ in range(self.n_power_iterations):
+                v = _l2normalize(torch.mv(mat.t(), u), self.eps)
+                u = _l2normalize(torch.mv(mat, v), self.eps)
+            self.u.copy_(u)
+            self.v.copy_(v)
+
+    @torch.no_grad()
     def reference(self, weight: torch.Tensor) -> torch.Tensor:
         """What the next forward returns, computed plainly in float64 without touching u and v."""
         w = weight.to(torch.float64)

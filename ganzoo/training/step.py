@@ -28,7 +28,7 @@ from torch import nn
 from ..recipe import Recipe
 from ..registry import LOSS, REGULARIZER
 from .distributed import Latents, no_sync
-from .ema import make_ema, update_ema
+from .ema import ema_decay, make_ema, update_ema
 
 STAT_NAMES = ("loss/d", "logits/real", "logits/fake", "loss/reg", "loss/g")
 
@@ -138,10 +138,12 @@ class TrainStep:
         return g_stat
 
     def ema(self, step: int) -> None:
-        """EMA update after G step number ``step`` (1-based); a plain copy up to ``ema.start``."""
+        """EMA update after G step number ``step`` (1-based); a plain copy up to ``ema.start``, then
+        the decay of :func:`ema_decay` (ramped up unless ``ema.rampup`` is false)."""
         if self.G_ema is not None:
             ec = self.tc.ema
-            update_ema(self.G_ema, self.G, ec.decay if step > ec.start else 0.0, foreach=ec.foreach)
+            decay = ema_decay(ec.decay, step - ec.start, ec.rampup)
+            update_ema(self.G_ema, self.G, decay, foreach=ec.foreach)
 
     # ------------------------------------------------------------------ the iteration
     def __call__(self, step: int) -> torch.Tensor:
