@@ -47,14 +47,17 @@ stage3)
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$WORK/gpu.txt"
   # GPU property tests (issue 3 blocks, issue 5 backends): every test marked gpu (SKIP_TESTS=1: not again)
   if [ "${SKIP_TESTS:-0}" != 1 ]; then
-    timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider -n 8 tests plugins/ganzoo-example-plugin/tests \
+    timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider -n 8 ${GPU_TESTS:-tests plugins/ganzoo-example-plugin/tests} \
       > "$WORK/gpu_tests.log" 2>&1; echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log"
     tail -5 "$WORK/gpu_tests.log"
   fi
   # prewarm: decode CIFAR-10 once into the cache and compute the 10k test-split reference statistics once
   timeout 240 python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/prewarm" --set train.steps=2 \
     --set eval.num_samples=10000 --device cuda > "$WORK/prewarm.log" 2>&1; echo "prewarm exit $?"; tail -3 "$WORK/prewarm.log"
-  setsid nohup bash benchmarks/device/h100_window.sh jobs > "$WORK/jobs.log" 2>&1 < /dev/null &
+  # the jobs run from a snapshot of the tree: the next call re-sends the working tree, and a job that
+  # imports ganzoo while files are being replaced finds its registries empty (this happened twice)
+  rm -rf /root/snap && cp -a "$PWD" /root/snap && mkdir -p /root/shared && cp -a ../shared/. /root/shared/
+  (cd /root/snap && setsid nohup bash benchmarks/device/h100_window.sh jobs > "$WORK/jobs.log" 2>&1 < /dev/null &)
   sleep 5; cat "$WORK/jobs.log"; pack ;;
 jobs)  # JOBS (default "sagan10 ddp concur bench stepeq ablate": all, in this order, one at a time on the GPU)
   export PYTHONPATH=/tmp/site:$PWD
@@ -63,13 +66,14 @@ jobs)  # JOBS (default "sagan10 ddp concur bench stepeq ablate": all, in this or
     echo "$(date -u +%T) start $job"
     case "$job" in
     bench)  # issue 8: the training step on an idle GPU (the benchmark does not evaluate: no metrics needed);
+            # BENCH_VARIANTS picks variants (default: the benchmark's), BENCH_SECONDS its total budget;
             # 3 more iterations of each variant under torch.profiler (profile-*.txt, not timed)
       timeout 330 python3 benchmarks/train_step.py --out "$WORK/train_step" --set 'eval.metrics=[]' \
         --total-seconds "${BENCH_SECONDS:-260}" --profile 3 ${BENCH_VARIANTS:+--variants $BENCH_VARIANTS} \
         --data-root "$ROOT/cifar10-jpeg.tar.gz" > "$WORK/train_step.log" 2>&1 ;;
     stepeq)  # issue 8: the fast step computes what the plain fp32 step does (same weights, same batch)
       timeout 150 python3 benchmarks/step_equivalence.py --recipes cifar imagenet128 --out "$WORK/equivalence" \
-        > "$WORK/equivalence.log" 2>&1 ;;
+        ${STEPEQ_FAST:+--fast-set $STEPEQ_FAST} > "$WORK/equivalence.log" 2>&1 ;;
     concur)  # how many SAGAN-32 trainings share the GPU best: 1-4 processes of the ablation's heaviest variant
       mkdir -p "$WORK/concur"
       for n in 1 2 3 4; do
