@@ -22,6 +22,7 @@ Variants (``--variants``; each is a set of recipe overrides on top of the recipe
     bf16           + bf16 autocast (spectral-norm power iteration and losses stay fp32)
     bf16-cl        + channels_last
     bf16-cl-fused  + fused Adam  (= what `ganzoo run` does on CUDA with the defaults, plus channels_last)
+    fused-resample + resampling folded into the convs (generator/discriminator.fused_resample=true)
     compile        + torch.compile of G (default mode; D stays eager, see ganzoo/training/step.py)
     compile-dense  compile with attention backend dense (if the Triton attention does not compile)
     dense-attn     bf16-cl-fused with attention backend dense in G and D (instead of auto)
@@ -84,6 +85,7 @@ PLAIN = ["train.precision=fp32", "train.channels_last=false", "train.fused_optim
          "train.compile=false", "train.tf32=true", "train.ema.foreach=true"]
 FAST = ["train.precision=bf16", "train.channels_last=true", "train.fused_optim=true", "train.compile=false"]
 DENSE = ["generator.attention.backend=dense", "discriminator.attention.backend=dense"]
+FUSED_RESAMPLE = ["generator.fused_resample=true", "discriminator.fused_resample=true"]
 # name -> (description, overrides, options)
 VARIANTS: dict[str, tuple[str, list[str], dict]] = {
     "fp32": ("baseline: fp32 (TF32 on), NCHW, for-each Adam, eager", PLAIN, {}),
@@ -91,6 +93,7 @@ VARIANTS: dict[str, tuple[str, list[str], dict]] = {
     "bf16": ("+ bf16 autocast", PLAIN + ["train.precision=bf16"], {}),
     "bf16-cl": ("+ channels_last", PLAIN + ["train.precision=bf16", "train.channels_last=true"], {}),
     "bf16-cl-fused": ("+ fused Adam", PLAIN + FAST, {}),
+    "fused-resample": ("+ resampling folded into the convs", PLAIN + FAST + FUSED_RESAMPLE, {}),
     "compile": ("+ torch.compile of G", PLAIN + FAST + ["train.compile=true"], {}),
     "compile-dense": ("compile, attention dense (not auto)", PLAIN + FAST + DENSE + ["train.compile=true"], {}),
     "dense-attn": ("bf16-cl-fused, attention dense (not auto)", PLAIN + FAST + DENSE, {}),
@@ -100,7 +103,7 @@ VARIANTS: dict[str, tuple[str, list[str], dict]] = {
     "real": ("bf16-cl-fused, real CIFAR images on the GPU", PLAIN + FAST, {"real": True}),
     "real-host": ("bf16-cl-fused, real images in pinned host memory", PLAIN + FAST, {"real": True, "host": True}),
 }
-DEFAULT_VARIANTS = ["fp32", "bf16", "bf16-cl", "bf16-cl-fused", "dense-attn", "real", "real-host", "compile"]
+DEFAULT_VARIANTS = ["fp32", "bf16", "bf16-cl", "bf16-cl-fused", "fused-resample", "dense-attn", "real", "real-host", "compile"]
 # left out of the default run (not of an explicit --variants): at 16x16, auto already picks dense
 DEFAULT_SKIP = {"cifar": {"dense-attn"}}
 FLOP_VARIANT = PLAIN + FAST + DENSE

@@ -7,6 +7,17 @@ normalisation is a recipe choice and the initial weights do not depend on it.
 Initialisation: orthogonal weights (gain 1) and zero biases for every conv, linear and embedding
 layer made here, as SAGAN's and BigGAN's official code do. Norm and attention blocks initialise
 their own parameters (norm gains 1 and biases 0; attention ``gamma`` 0).
+
+Folded resampling (the blocks' ``fused_resample``, a speed option): the same maths without the
+full-resolution intermediate of a 2x resampling next to a 3x3 conv (``W``: the conv's weight, ``S``:
+the sum of ``W`` zero-padded to 4x4 at the four offsets (a, b) in {0, 1}^2, see ``shifted_sum``)::
+
+    avg_pool2d(conv3x3(h, W, b), 2)   == conv2d(h, S / 4, b, stride=2, padding=1)
+    conv3x3(up2_nearest(h), W, b)     == conv_transpose2d(h, flip(S).transpose(0, 1), b, stride=2, padding=1)
+    avg_pool2d(conv1x1(x))            == conv1x1(avg_pool2d(x))       (and the same for up2_nearest)
+
+``S`` is derived in every forward from ``layer.weight``, read once (a spectral-norm layer runs its
+power iteration once, as calling the layer would), so parameters and state dicts do not change.
 """
 from __future__ import annotations
 
@@ -51,63 +62,126 @@ class Layers:
         return self._make(nn.Embedding(num_embeddings, dim))
 
 
+def shifted_sum(weight: torch.Tensor) -> torch.Tensor:
+    """``[..., 3, 3] -> [..., 4, 4]``: the sum of ``weight`` zero-padded to 4x4 at the offsets (0|1, 0|1).
+
+    Tap (m, n) of it collects every 3x3 tap that reaches input pixel (m - 1, n - 1) from one of the
+    2x2 output pixels a stride-2 window covers: the kernel of a 3x3 conv followed by a 2x2 sum pool,
+    and (flipped) of nearest 2x up-sampling followed by the 3x3 conv (see the module docstring)."""
+    rows = F.pad(weight, (0, 0, 0, 1)) + F.pad(weight, (0, 0, 1, 0))
+    return F.pad(rows, (0, 1)) + F.pad(rows, (1, 0))
+
+
+def _memory_format_of(kernel: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``kernel`` in ``weight``'s memory format (channels_last models keep channels_last kernels)."""
+    if not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last):
+        return kernel.contiguous(memory_format=torch.channels_last)
+    return kernel.contiguous()
+
+
+def pooled_conv3x3(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """``avg_pool2d(layer(h), 2)`` for a 3x3, padding-1 conv ``layer``, as one stride-2 4x4 conv."""
+    weight = layer.weight  # read once: one power iteration, as layer(h) would run
+    kernel = _memory_format_of(shifted_sum(weight) * 0.25, weight)
+    return F.conv2d(h, kernel, layer.bias, stride=2, padding=1)
+
+
+def upsampled_conv3x3(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """``layer(up2_nearest(h))`` for a 3x3, padding-1 conv ``layer``, as one stride-2 transposed conv."""
+    weight = layer.weight  # read once: one power iteration, as layer(h) would run
+    kernel = _memory_format_of(shifted_sum(weight).flip(2, 3).transpose(0, 1), weight)  # [in, out, 4, 4]
+    return F.conv_transpose2d(h, kernel, layer.bias, stride=2, padding=1)
+
+
+def check_foldable(layer: nn.Module) -> None:
+    """Raise ValueError unless ``layer`` is a plain 3x3, padding-1 ``nn.Conv2d`` whose ``weight`` is a
+    parameter or a parametrization (not computed by a forward pre-hook), as folded resampling needs."""
+    conv = isinstance(layer, nn.Conv2d) and layer.kernel_size == (3, 3) and layer.stride == (1, 1) \
+        and layer.padding == (1, 1) and layer.dilation == (1, 1) and layer.groups == 1 \
+        and layer.padding_mode == "zeros"
+    if not conv or layer._forward_pre_hooks:
+        raise ValueError(f"fused_resample needs plain 3x3 convs with a parameter or parametrized weight (no "
+                         f"forward pre-hooks), got {layer!r}; set fused_resample: false for this weight norm")
+
+
+def _up2(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
 class GBlock(nn.Module):
     """Generator residual block: norm-ReLU-(up)-conv3x3-norm-ReLU-conv3x3, shortcut (up)-conv1x1."""
 
     def __init__(self, in_channels: int, out_channels: int, which_conv: Callable[..., nn.Module],
-                 which_norm: Callable[[int], nn.Module], upsample: bool) -> None:
+                 which_norm: Callable[[int], nn.Module], upsample: bool, fused_resample: bool = False) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.upsample = in_channels, out_channels, upsample
+        self.fused_resample = fused_resample  # fold the up-sampling into conv1 and the shortcut (same maths)
         self.bn1 = which_norm(in_channels)
         self.conv1 = which_conv(in_channels, out_channels)
         self.bn2 = which_norm(out_channels)
         self.conv2 = which_conv(out_channels, out_channels)
         self.learnable_sc = in_channels != out_channels or upsample
         self.conv_sc = which_conv(in_channels, out_channels, 1) if self.learnable_sc else None
+        if fused_resample and upsample:
+            check_foldable(self.conv1)
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        fold = self.upsample and self.fused_resample  # conv1x1 commutes with up2: convolve a quarter of the pixels
+        if self.upsample and not fold:
+            x = _up2(x)
+        if self.conv_sc is not None:
+            x = self.conv_sc(x)
+        return _up2(x) if fold else x
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = F.relu(self.bn1(x, y))
-        if self.upsample:
-            h = F.interpolate(h, scale_factor=2, mode="nearest")
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-        h = self.conv2(F.relu(self.bn2(self.conv1(h), y)))
-        if self.conv_sc is not None:
-            x = self.conv_sc(x)
-        return h + x
+        if self.upsample and self.fused_resample:
+            h = upsampled_conv3x3(self.conv1, h)
+        else:
+            h = self.conv1(_up2(h) if self.upsample else h)
+        h = self.conv2(F.relu(self.bn2(h, y)))
+        return h + self.shortcut(x)
 
 
 class DBlock(nn.Module):
     """Discriminator residual block: (ReLU)-conv3x3-ReLU-conv3x3-(pool), shortcut conv1x1/(pool).
 
     The first block of D has no pre-activation (it reads the image); its shortcut pools before the
-    1x1 conv, the others convolve first, as in SNGAN/BigGAN.
+    1x1 conv, the others convolve first, as in SNGAN/BigGAN (with ``fused_resample`` all pool first:
+    the same maths, the conv on a quarter of the pixels).
     """
 
     def __init__(self, in_channels: int, out_channels: int, which_conv: Callable[..., nn.Module],
-                 preactivation: bool, downsample: bool) -> None:
+                 preactivation: bool, downsample: bool, fused_resample: bool = False) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.preactivation, self.downsample = preactivation, downsample
+        self.fused_resample = fused_resample  # fold the pooling into conv2 and the shortcut (same maths)
         self.conv1 = which_conv(in_channels, out_channels)
         self.conv2 = which_conv(out_channels, out_channels)
         self.learnable_sc = in_channels != out_channels or downsample
         self.conv_sc = which_conv(in_channels, out_channels, 1) if self.learnable_sc else None
+        if fused_resample and downsample:
+            check_foldable(self.conv2)
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv_sc is None:
             return x
-        if self.preactivation:
-            x = self.conv_sc(x)
-            return F.avg_pool2d(x, 2) if self.downsample else x
-        if self.downsample:
+        pool_first = self.downsample and (self.fused_resample or not self.preactivation)
+        if pool_first:
             x = F.avg_pool2d(x, 2)
-        return self.conv_sc(x)
+        x = self.conv_sc(x)
+        return F.avg_pool2d(x, 2) if self.downsample and not pool_first else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(x) if self.preactivation else x
-        h = self.conv2(F.relu(self.conv1(h)))
-        if self.downsample:
-            h = F.avg_pool2d(h, 2)
+        h = F.relu(self.conv1(h))
+        if self.downsample and self.fused_resample:
+            h = pooled_conv3x3(self.conv2, h)
+        else:
+            h = self.conv2(h)
+            if self.downsample:
+                h = F.avg_pool2d(h, 2)
         return h + self.shortcut(x)
 
 

@@ -34,6 +34,13 @@ class ResNetDiscriminatorConfig(BlockConfig):
     projection: bool = Field(
         True, description="projection conditioning: add <embed(y), pooled features> (only when num_classes > 0)"
     )
+    fused_resample: bool = Field(
+        False,
+        description="speed option, the same maths computed without the full-resolution intermediate: each "
+        "down-block's conv3x3 + 2x2 average pool runs as one stride-2 conv with a 4x4 kernel derived from the "
+        "conv's (normalised) weight in every forward, and its 1x1 shortcut conv runs after the pool (on a "
+        "quarter of the pixels); same parameters and state dict either way",
+    )
 
     _sides = field_validator("attention_resolutions")(check_sides)
 
@@ -70,12 +77,13 @@ class ResNetDiscriminator(nn.Module):
         self.rows = _arch.discriminator_rows(resolution, cfg.ch, channels, cfg.attention_resolutions)
         self.blocks = nn.ModuleList()
         for i, row in enumerate(self.rows):
-            stage = nn.ModuleList([DBlock(row.in_channels, row.out_channels, which_conv, i > 0, row.resample)])
+            fused = cfg.fused_resample
+            stage = nn.ModuleList([DBlock(row.in_channels, row.out_channels, which_conv, i > 0, row.resample, fused)])
             if row.slot:
                 if cfg.slot == "attention":
                     stage.append(ATTENTION.build(cfg.attention, row.out_channels))
                 else:
-                    stage.append(DBlock(row.out_channels, row.out_channels, which_conv, True, False))
+                    stage.append(DBlock(row.out_channels, row.out_channels, which_conv, True, False, fused))
             self.blocks.append(stage)
         last = self.rows[-1].out_channels
         self.linear = layers.which_linear(last, 1)

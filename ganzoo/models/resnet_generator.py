@@ -55,6 +55,13 @@ class ResNetGeneratorConfig(BlockConfig):
         "output layer) its unconditional counterpart is used (conditional_batch -> batch)",
     )
     weight_norm: Block("weight_norm") = Field("spectral", description="weight norm of every conv and linear layer")
+    fused_resample: bool = Field(
+        False,
+        description="speed option, the same maths computed without the up-sampled intermediate: each "
+        "up-block's nearest 2x up-sample + conv3x3 runs as one stride-2 transposed conv with a 4x4 kernel "
+        "derived from the conv's (normalised) weight in every forward, and its 1x1 shortcut conv runs before "
+        "the up-sample (on a quarter of the pixels); same parameters and state dict either way",
+    )
 
     _sides = field_validator("attention_resolutions")(check_sides)
 
@@ -105,12 +112,14 @@ class ResNetGenerator(nn.Module):
         self.linear = which_linear(cfg.z_dim, first * _arch.BOTTOM_WIDTH**2)
         self.blocks = nn.ModuleList()
         for row in self.rows:
-            stage = nn.ModuleList([GBlock(row.in_channels, row.out_channels, which_conv, which_norm, row.resample)])
+            fused = cfg.fused_resample
+            stage = nn.ModuleList([GBlock(row.in_channels, row.out_channels, which_conv, which_norm, row.resample,
+                                          fused)])
             if row.slot:
                 if cfg.slot == "attention":
                     stage.append(ATTENTION.build(cfg.attention, row.out_channels))
                 else:
-                    stage.append(GBlock(row.out_channels, row.out_channels, which_conv, which_norm, False))
+                    stage.append(GBlock(row.out_channels, row.out_channels, which_conv, which_norm, False, fused))
             self.blocks.append(stage)
         last = self.rows[-1].out_channels
         self.output_norm = NORM.build(out_norm, last, num_classes=0)
