@@ -102,9 +102,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # CPU and every CUDA device
 
 
-def make_optimizer(params, cfg, device: torch.device, fused: bool = True) -> torch.optim.Adam:
-    """Adam with the recipe's settings; the fused kernel on CUDA when ``fused`` (``train.fused_optim``)."""
+def make_optimizer(params, cfg, device: torch.device, fused: bool = True, capturable: bool = False) -> torch.optim.Adam:
+    """Adam with the recipe's settings; the fused kernel on CUDA when ``fused`` (``train.fused_optim``);
+    ``capturable`` (CUDA only: its step counter on the device, so a CUDA graph can capture the step,
+    ``train.cuda_graph``)."""
     kwargs: dict[str, Any] = {"fused": True} if fused and device.type == "cuda" else {}
+    if capturable and device.type == "cuda":
+        kwargs["capturable"] = True
     return torch.optim.Adam(
         params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay, **kwargs
     )
@@ -231,6 +235,9 @@ def train(
     # torchrun: join the process group, take this rank's device (docs/distributed.md); else inactive
     dist = distributed.setup(device, tc.batch_size, tc.accumulate, source)
     device = dist.device
+    if tc.cuda_graph and dist.active and device.type == "cuda":
+        raise GanzooError(f"{source}: train.cuda_graph: not supported with several processes (torchrun, DDP); "
+                          "set train.cuda_graph=false")
     do_eval = dist.broadcast(do_eval)  # rank 0 evaluates; the others follow its decision
 
     # ---- 2. data, networks, loss, optimisers ---------------------------------------------------
@@ -267,6 +274,7 @@ def train(
             for group, lr in zip(opt.param_groups, lrs):
                 group["lr"] = lr
     del ckpt, found  # the loaded copy of every tensor is not kept for the whole run
+    train_step.invalidate_graph()  # train.cuda_graph: capture after the weights, state and lrs are final
     if dist.active:  # torchrun: data and noise shards, per-rank seeds, sync BN, DDP wrappers
         distributed.prepare(dist, train_step, recipe, step)
 

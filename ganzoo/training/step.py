@@ -15,22 +15,35 @@ benchmark both call it. :class:`TrainStep` ``(step)`` then runs one iteration:
 
 It returns the step's scalars (``STAT_NAMES``) as one small device tensor and never reads anything
 back to the host, so a CUDA step is queued without waiting for the GPU.
+
+``train.cuda_graph`` (CUDA only): steps 1 and 2 are captured once as a ``torch.cuda.CUDAGraph`` and
+replayed, which removes the host's launch overhead (thousands of small kernels per iteration). The
+graph body is the eager code (:meth:`TrainStep.updates`) reading static buffers; before each replay
+the inputs are drawn exactly as the eager step draws them (data order, then noise, per micro-batch;
+then G's noise and labels) and copied in. The first ``GRAPH_WARMUP`` calls run eagerly on a side
+stream; :meth:`TrainStep.invalidate_graph` (after reloading state or changing a learning rate)
+starts over. The EMA stays eager (its decay changes every step).
 """
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from ..errors import GanzooError
 from ..recipe import Recipe
 from ..registry import LOSS, REGULARIZER
 from .distributed import Latents, no_sync
 from .ema import ema_decay, make_ema, update_ema
 
 STAT_NAMES = ("loss/d", "logits/real", "logits/fake", "loss/reg", "loss/g")
+GRAPH_WARMUP = 2  # eager iterations (on a side stream: cudnn autotuning, lazy state) before a capture
+
+DInputs = tuple  # (real images, labels or None, noise) of one D micro-batch
+GInputs = tuple  # (noise, labels or None) of one G micro-batch
 
 
 def configure_backends(recipe: Recipe, device: torch.device) -> None:
@@ -83,30 +96,49 @@ class TrainStep:
         # updates G or D, and G's noise as this rank's slice of a global draw; plain run: G, D, torch RNG
         self.G_train, self.D_train = G, D
         self.latents = Latents(device)
+        # train.cuda_graph: the iteration (without the EMA) replayed as one CUDA graph; CUDA only
+        self.graphed = bool(getattr(tc, "cuda_graph", False)) and device.type == "cuda"
+        self._static_out: torch.Tensor | None = None
+        self._static_flat: list[torch.Tensor] = []
+        self._side: torch.cuda.Stream | None = None
+        self.invalidate_graph()
 
     # ------------------------------------------------------------------ pieces
     def autocast(self):
         if self.amp is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
+        # CUDA graphs: no cast cache (its tensors would outlive the capture); the same values
+        return torch.autocast(self.device.type, dtype=self.amp, cache_enabled=not self.graphed)
 
     def sample_latents(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = self.latents.randn(n, self.z_dim)
         y = self.latents.randint(self.nc, n) if self.nc else None
         return z, y
 
-    def d_backward(self) -> torch.Tensor:
+    def draw_d_inputs(self) -> DInputs:
+        """One D micro-batch's inputs, drawn now: real images and labels from the data order, then
+        the fakes' noise (the fakes get the real batch's labels, see regularizers)."""
+        real, y = self.data.next(self.micro)
+        z = self.latents.randn(self.micro, self.z_dim)
+        return real, (y if self.nc else None), z
+
+    def draw_g_inputs(self) -> GInputs:
+        """One G micro-batch's inputs, drawn now: noise and uniform labels."""
+        return self.sample_latents(self.micro)
+
+    def d_backward(self, inputs: Callable[[int], DInputs] | None = None) -> torch.Tensor:
         """Gradients of one D update (``accumulate`` micro-batches) in ``D``'s ``.grad``; returns
-        the summed [d_loss, mean real logit, mean fake logit, penalty] over the micro-batches."""
+        the summed [d_loss, mean real logit, mean fake logit, penalty] over the micro-batches.
+        ``inputs(i)`` gives micro-batch ``i``'s ``(real, y, z)`` (default: drawn when needed, as
+        :meth:`draw_d_inputs`; a CUDA graph reads them from its static buffers)."""
         tc, G, D = self.tc, self.G, self.D
+        inputs = inputs or (lambda i: self.draw_d_inputs())
         G.requires_grad_(False)
         D.requires_grad_(True)
         self.d_opt.zero_grad(set_to_none=True)
         d_stats = torch.zeros(4, device=self.device)
         for i in range(tc.accumulate):
-            real, y = self.data.next(self.micro)
-            y = y if self.nc else None  # fakes get the real batch's labels (see regularizers)
-            z = self.latents.randn(self.micro, self.z_dim)
+            real, y, z = inputs(i)
             with torch.no_grad(), self.autocast():
                 fake = G(z, y)
             with self.autocast(), no_sync(self.D_train, i < tc.accumulate - 1):
@@ -121,15 +153,17 @@ class TrainStep:
             ])
         return d_stats
 
-    def g_backward(self) -> torch.Tensor:
-        """Gradients of one G update in ``G``'s ``.grad`` (D frozen); returns the summed G loss."""
+    def g_backward(self, inputs: Callable[[int], GInputs] | None = None) -> torch.Tensor:
+        """Gradients of one G update in ``G``'s ``.grad`` (D frozen); returns the summed G loss.
+        ``inputs(i)`` gives micro-batch ``i``'s ``(z, y)`` (default: drawn, :meth:`draw_g_inputs`)."""
         tc, G, D = self.tc, self.G, self.D
+        inputs = inputs or (lambda i: self.draw_g_inputs())
         G.requires_grad_(True)
         D.requires_grad_(False)
         self.g_opt.zero_grad(set_to_none=True)
         g_stat = torch.zeros((), device=self.device)
         for i in range(tc.accumulate):
-            z, y_fake = self.sample_latents(self.micro)
+            z, y_fake = inputs(i)
             with self.autocast(), no_sync(self.G_train, i < tc.accumulate - 1):
                 fake_logits = D(self.G_train(z, y_fake), y_fake)
             g_loss = self.loss.g_loss(fake_logits.float())
@@ -146,18 +180,98 @@ class TrainStep:
             update_ema(self.G_ema, self.G, decay, foreach=ec.foreach)
 
     # ------------------------------------------------------------------ the iteration
+    def updates(
+        self,
+        d_inputs: Callable[[int, int], DInputs] | None = None,
+        g_inputs: Callable[[int], GInputs] | None = None,
+    ) -> torch.Tensor:
+        """The iteration without the EMA: ``d_steps`` D updates, then one G update; returns the
+        [5] stats. ``d_inputs(k, i)``/``g_inputs(i)``: micro-batch inputs of D update ``k`` and of
+        the G update (default: drawn when needed). The eager step and the CUDA graph's body."""
+        tc = self.tc
+        d_stats = torch.zeros(4, device=self.device)
+        for k in range(tc.d_steps):
+            d_stats += self.d_backward(None if d_inputs is None else (lambda i, k=k: d_inputs(k, i)))
+            self.d_opt.step()
+        g_stat = self.g_backward(g_inputs)
+        self.g_opt.step()
+        return torch.cat([d_stats / (tc.d_steps * tc.accumulate), (g_stat / tc.accumulate)[None]])
+
     def __call__(self, step: int) -> torch.Tensor:
         """Run G step number ``step + 1`` (``step`` = G steps done before). Returns the scalars of
         :data:`STAT_NAMES` (means over D steps and micro-batches) as a [5] device tensor."""
-        tc = self.tc
-        d_stats = torch.zeros(4, device=self.device)
-        for _ in range(tc.d_steps):
-            d_stats += self.d_backward()
-            self.d_opt.step()
-        g_stat = self.g_backward()
-        self.g_opt.step()
+        if self.graphed:
+            stats = self._graph_updates()
+        else:
+            stats = self.updates()
         self.ema(step + 1)
-        return torch.cat([d_stats / (tc.d_steps * tc.accumulate), (g_stat / tc.accumulate)[None]])
+        return stats
+
+    # ------------------------------------------------------------------ CUDA graph (train.cuda_graph)
+    def invalidate_graph(self) -> None:
+        """Forget the captured iteration (it bakes in the learning rates and the optimisers' state
+        tensors): call after any ``load_state_dict`` of a network or optimiser and any change of a
+        learning rate. The next calls warm up eagerly again, then capture anew."""
+        self._graph = None
+        self._static_out = None
+        self._static_flat = []
+        self._warmup_left = GRAPH_WARMUP
+
+    def _fill_inputs(self) -> tuple[list[list[DInputs]], list[GInputs]]:
+        """Every input of one iteration, drawn in the eager step's order (per D update and
+        micro-batch: the data, then the noise; then G's noise and labels)."""
+        tc = self.tc
+        d = [[self.draw_d_inputs() for _ in range(tc.accumulate)] for _ in range(tc.d_steps)]
+        g = [self.draw_g_inputs() for _ in range(tc.accumulate)]
+        return d, g
+
+    def _graph_updates(self) -> torch.Tensor:
+        """:meth:`updates` through a CUDA graph: ``GRAPH_WARMUP`` eager iterations on a side stream
+        (real iterations: they count), then one capture; every call from then on draws its inputs
+        eagerly (same draws, same order), copies them into the graph's static buffers and replays."""
+        if self.G_train is not self.G or self.D_train is not self.D:
+            raise GanzooError("train.cuda_graph: not supported with several processes (torchrun, DDP); "
+                              "set train.cuda_graph=false")
+        current = torch.cuda.current_stream(self.device)
+        if self._warmup_left > 0:
+            self._warmup_left -= 1
+            if self._side is None:
+                self._side = torch.cuda.Stream(self.device)
+            side = self._side
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                stats = self.updates()
+            current.wait_stream(side)
+            stats.record_stream(current)
+            return stats
+        d_in, g_in = self._fill_inputs()
+        if self._graph is None:
+            self._capture(d_in, g_in)
+        else:
+            for buf, t in zip(self._static_flat, _flat(d_in, g_in)):
+                buf.copy_(t)
+        self._graph.replay()
+        return self._static_out.clone()  # the loop keeps each step's row
+
+    def _capture(self, d_in, g_in) -> None:
+        """Capture :meth:`updates` reading static input buffers, which start as copies of this
+        iteration's inputs (clone keeps channels_last); nothing runs until the replay."""
+        d_static = [[tuple(None if t is None else t.clone() for t in mb) for mb in upd] for upd in d_in]
+        g_static = [tuple(None if t is None else t.clone() for t in mb) for mb in g_in]
+        self._static_flat = list(_flat(d_static, g_static))
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._static_out = self.updates(lambda k, i: d_static[k][i], lambda i: g_static[i])
+        self._graph = graph
+
+
+def _flat(d_in, g_in):
+    """The tensors of one iteration's inputs (labels of an unconditional model are None: skipped)."""
+    for upd in d_in:
+        for mb in upd:
+            yield from (t for t in mb if t is not None)
+    for mb in g_in:
+        yield from (t for t in mb if t is not None)
 
 
 def build_train_step(recipe: Recipe, data: Any, device: torch.device) -> TrainStep:
@@ -183,8 +297,11 @@ def build_train_step(recipe: Recipe, data: Any, device: torch.device) -> TrainSt
     G.train()
     D.train()
     G_ema = make_ema(G) if tc.ema.enabled else None
-    g_opt = make_optimizer(G.parameters(), tc.g_optim, device, fused=tc.fused_optim)
-    d_opt = make_optimizer(D.parameters(), tc.d_optim, device, fused=tc.fused_optim)
+    graphed = tc.cuda_graph and device.type == "cuda"  # a captured optimiser step needs capturable Adam
+    g_opt = make_optimizer(G.parameters(), tc.g_optim, device, fused=tc.fused_optim, capturable=graphed)
+    d_opt = make_optimizer(D.parameters(), tc.d_optim, device, fused=tc.fused_optim, capturable=graphed)
     if tc.compile:
+        if graphed:  # the recipe validation refuses this; a Recipe built otherwise ends here
+            raise GanzooError("train.cuda_graph cannot be combined with train.compile")
         G.compile()
     return TrainStep(recipe, G, D, G_ema, g_opt, d_opt, data, device, autocast_dtype(tc.precision, device))
