@@ -100,11 +100,13 @@ VARIANTS: dict[str, tuple[str, list[str], dict]] = {
     "ema-loop": ("bf16-cl-fused, EMA as a Python loop", PLAIN + FAST + ["train.ema.foreach=false"], {}),
     "sync": ("bf16-cl-fused, scalars read every step", PLAIN + FAST, {"sync": True}),
     "cuda-graph": ("bf16-cl-fused, the iteration replayed as a CUDA graph", PLAIN + FAST + ["train.cuda_graph=true"], {}),
+    "all-fast": ("fused-resample + cuda-graph", PLAIN + FAST + FUSED_RESAMPLE + ["train.cuda_graph=true"], {}),
     "recipe": ("the recipe's own settings", [], {}),
     "real": ("bf16-cl-fused, real CIFAR images on the GPU", PLAIN + FAST, {"real": True}),
     "real-host": ("bf16-cl-fused, real images in pinned host memory", PLAIN + FAST, {"real": True, "host": True}),
 }
-DEFAULT_VARIANTS = ["fp32", "bf16", "bf16-cl", "bf16-cl-fused", "fused-resample", "dense-attn", "cuda-graph", "real", "real-host", "compile"]
+DEFAULT_VARIANTS = ["fp32", "bf16", "bf16-cl", "bf16-cl-fused", "fused-resample", "dense-attn", "cuda-graph", "all-fast",
+                    "real", "real-host", "compile"]
 # left out of the default run (not of an explicit --variants): at 16x16, auto already picks dense
 DEFAULT_SKIP = {"cifar": {"dense-attn"}}
 FLOP_VARIANT = PLAIN + FAST + DENSE

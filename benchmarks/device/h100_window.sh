@@ -103,9 +103,9 @@ for n in sorted(tot):
 print(best)
 PY
       cat "$WORK/concur/summary.txt" "$WORK/concur/jobs.txt" ;;
-    sagan10)  # issue 4: recipes/sagan.yaml for 10 minutes of wall time, FID/KID (10k samples) every 2000 steps
+    sagan10)  # issue 4: recipes/sagan.yaml for 10 minutes of wall time, FID/KID (10k samples) every 1500 steps
       python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/runs" --name sagan-cifar10-10min --device cuda \
-        --set train.time_limit_minutes=10 --set eval.every=2000 --set train.sample_every=1000 \
+        --set train.time_limit_minutes=10 --set eval.every=1500 --set train.sample_every=1500 \
         --set train.checkpoint_every=2000 > "$WORK/sagan10.log" 2>&1 ;;
     ddp)  # issue 9: torchrun --nproc_per_node=1 against a plain run (and a second plain run as the control),
           # fp32 without TF32, deterministic kernels, for a tight comparison
