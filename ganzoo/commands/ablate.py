@@ -31,8 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", default=None)
     p.add_argument("--notes", default=None, help="a file whose text goes under the report's title")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs at once (default 1). On one GPU keep 1: measured on an H100, 15 SAGAN-32 runs at "
-                        "once each trained at ~190 img/s (contexts time-slice) and 4 ran out of memory evaluating")
+                   help="runs at once (default 1). Measured on an H100 with eager SAGAN-32 steps (launch-bound): "
+                        "1, 2, 3, 4 runs at once trained 797, 2049, 2447, 2462 img/s in all, so 2-3 pay off; "
+                        "15 at once ran out of memory evaluating. With --steps, images/s in the report are per "
+                        "run and shrink with --jobs")
     p.add_argument("--device", default="auto")
     add_set_argument(p)
 
