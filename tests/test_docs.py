@@ -41,3 +41,24 @@ def test_recipe_reference_is_up_to_date():
         "docs/recipes.md is stale: regenerate with "
         "GANZOO_DISABLE_PLUGINS=1 ganzoo schema --format markdown > docs/recipes.md"
     )
+
+
+def test_results_page_is_regenerated_from_the_committed_run(tmp_path):
+    """docs/results.md is `ganzoo report` output over docs/runs/sagan-cifar10-10min: regenerating it
+    from those files gives the same text (up to the output path in links and the command line)."""
+    from ganzoo.reporting import build_report
+
+    run = REPO / "docs" / "runs" / "sagan-cifar10-10min"
+    committed = (REPO / "docs" / "results.md").read_text()
+    out = tmp_path / "results.md"
+    build_report([run], out, command=["ganzoo", "report", str(run), "--out", str(out)],
+                 title="SAGAN on CIFAR-10: 10 minutes on one H100",
+                 notes=(run / "NOTES.md").read_text(), paper_table=False)
+    fresh = out.read_text()
+
+    def body(text: str) -> list[str]:
+        # the report's own command line and run-folder paths name where it was written from
+        return [line for line in text.splitlines() if "ganzoo report" not in line and str(tmp_path) not in line]
+
+    assert body(fresh) == body(committed)
+    assert "| 32.60 |" in committed  # the final FID of the run, from its metrics.jsonl
