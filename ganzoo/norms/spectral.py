@@ -69,16 +69,22 @@ class SpectralNormParametrization(nn.Module):
             weight = weight.movedim(self.dim, 0)
         return weight.flatten(1)
 
+    def _iterate(self, mat: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` rounds of ``v = W^T u / |.|; u = W v / |.|`` from the stored ``u`` (fp32, no buffer
+        written); returns ``(u, v)`` (``v`` is the stored one when ``n`` is 0)."""
+        u, v = self.u.float(), self.v.float()
+        for _ in range(n):
+            v = _l2normalize(torch.mv(mat.t(), u), self.eps)
+            u = _l2normalize(torch.mv(mat, v), self.eps)
+        return u, v
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         w32 = weight.float()
         with _fp32_context(weight.device.type):
             mat = self.matrix(w32)
             if self.training:
                 with torch.no_grad():
-                    u = self.u.float()
-                    for _ in range(self.n_power_iterations - 1):
-                        v = _l2normalize(torch.mv(mat.t(), u), self.eps)
-                        u = _l2normalize(torch.mv(mat, v), self.eps)
+                    u, _ = self._iterate(mat, self.n_power_iterations - 1)
                     v = _l2normalize(torch.mv(mat.t(), u), self.eps)
                 wv = torch.mv(mat, v)  # the last iteration's W v, shared with sigma (carries the gradient)
                 with torch.no_grad():
@@ -99,11 +105,7 @@ class SpectralNormParametrization(nn.Module):
         training forward would. For a copy whose weights are set from outside (the EMA of G): its
         vectors must follow its own weights, not the trained network's (see ``training/ema.py``)."""
         with _fp32_context(weight.device.type):
-            mat = self.matrix(weight.float())
-            u = self.u.float()
-            for _ in range(self.n_power_iterations):
-                v = _l2normalize(torch.mv(mat.t(), u), self.eps)
-                u = _l2normalize(torch.mv(mat, v), self.eps)
+            u, v = self._iterate(self.matrix(weight.float()), self.n_power_iterations)
             self.u.copy_(u)
             self.v.copy_(v)
 
