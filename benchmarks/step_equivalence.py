@@ -77,6 +77,21 @@ def _compare_grads(fast: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) 
     return total, [(n, e) for e, n in worst]
 
 
+def _take_state(dst, src, training: bool = False) -> None:
+    """``dst`` step gets ``src``'s weights and buffers (SN vectors, BN statistics) and EMA copy; with
+    ``training`` also its Adam moments and data position (the same next batches)."""
+    dst.G.load_state_dict(src.G.state_dict())
+    dst.D.load_state_dict(src.D.state_dict())
+    if src.G_ema is not None and dst.G_ema is not None:
+        dst.G_ema.load_state_dict(src.G_ema.state_dict())
+    if training:
+        # deep copies: Optimizer.load_state_dict keeps the given moment tensors when their dtype and
+        # device already fit, and the two optimizers would then update the same tensors
+        dst.g_opt.load_state_dict(copy.deepcopy(src.g_opt.state_dict()))
+        dst.d_opt.load_state_dict(copy.deepcopy(src.d_opt.state_dict()))
+        dst.data.load_state_dict(src.data.state_dict())
+
+
 def compare_steps(recipe_path: str, overrides: list[str], fast_overrides: list[str], device: torch.device,
                   seed: int = 123) -> dict:
     """Build the reference and the fast step from one recipe and compare them (see the module doc)."""
@@ -102,11 +117,7 @@ def compare_steps(recipe_path: str, overrides: list[str], fast_overrides: list[s
 
     ref = make(ref_recipe)
     fast = make(fast_recipe)
-    # identical starting point: weights, buffers (SN vectors, BN statistics) and the EMA copy
-    fast.G.load_state_dict(ref.G.state_dict())
-    fast.D.load_state_dict(ref.D.state_dict())
-    if ref.G_ema is not None and fast.G_ema is not None:
-        fast.G_ema.load_state_dict(ref.G_ema.state_dict())
+    _take_state(fast, ref)  # identical starting point
     if device.type == "cuda":  # the reference is plain fp32 (the fast step's TF32 switch is global)
         torch.backends.cuda.matmul.allow_tf32 = fast_recipe.train.tf32
         torch.backends.cudnn.allow_tf32 = fast_recipe.train.tf32
@@ -146,15 +157,7 @@ def compare_steps(recipe_path: str, overrides: list[str], fast_overrides: list[s
     # step starts from all of its state: weights, buffers, EMA, Adam moments.
     for k in range(WARM):
         call(ref, lambda s, k=k: s(k))
-    fast.G.load_state_dict(ref.G.state_dict())
-    fast.D.load_state_dict(ref.D.state_dict())
-    if ref.G_ema is not None and fast.G_ema is not None:
-        fast.G_ema.load_state_dict(ref.G_ema.state_dict())
-    # deep copies: Optimizer.load_state_dict keeps the given moment tensors when their dtype and
-    # device already fit, and the two optimizers would then update the same tensors
-    fast.g_opt.load_state_dict(copy.deepcopy(ref.g_opt.state_dict()))
-    fast.d_opt.load_state_dict(copy.deepcopy(ref.d_opt.state_dict()))
-    fast.data.load_state_dict(ref.data.state_dict())  # the same next batches
+    _take_state(fast, ref, training=True)
     r = call(ref, lambda s: s(WARM))
     f = call(fast, lambda s: s(WARM))
     for i, what in enumerate(("loss/d", "logits/real", "logits/fake", "loss/reg", "loss/g")):
