@@ -54,11 +54,14 @@ stage3)
   # prewarm: decode CIFAR-10 once into the cache and compute the 10k test-split reference statistics once
   timeout 240 python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/prewarm" --set train.steps=2 \
     --set eval.num_samples=10000 --device cuda > "$WORK/prewarm.log" 2>&1; echo "prewarm exit $?"; tail -3 "$WORK/prewarm.log"
-  # the jobs run from a snapshot of the tree: the next call re-sends the working tree, and a job that
-  # imports ganzoo while files are being replaced finds its registries empty (this happened twice)
-  rm -rf /root/snap && cp -a "$PWD" /root/snap && mkdir -p /root/shared && cp -a ../shared/. /root/shared/
-  (cd /root/snap && setsid nohup bash benchmarks/device/h100_window.sh jobs > "$WORK/jobs.log" 2>&1 < /dev/null &)
+  bash benchmarks/device/h100_window.sh start
   sleep 5; cat "$WORK/jobs.log"; pack ;;
+start)  # the jobs phase in the background, from a snapshot of the tree: the next call re-sends the working
+        # tree, and a job that imports ganzoo while files are being replaced finds its registries empty
+        # (this happened twice). Also what benchmarks/device/restart_jobs.sh runs.
+  rm -rf /root/snap && cp -a "$PWD" /root/snap && mkdir -p /root/shared && cp -a ../shared/. /root/shared/
+  rm -f "$WORK/finished.txt"
+  (cd /root/snap && setsid nohup bash benchmarks/device/h100_window.sh jobs >> "$WORK/jobs.log" 2>&1 < /dev/null &) ;;
 jobs)  # JOBS (default "sagan10 ddp concur bench stepeq ablate": all, in this order, one at a time on the GPU)
   export PYTHONPATH=/tmp/site:$PWD
   date -u +%FT%TZ > "$WORK/started.txt"
