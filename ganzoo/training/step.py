@@ -97,7 +97,7 @@ class TrainStep:
         self.G_train, self.D_train = G, D
         self.latents = Latents(device)
         # train.cuda_graph: the iteration (without the EMA) replayed as one CUDA graph; CUDA only
-        self.graphed = bool(getattr(tc, "cuda_graph", False)) and device.type == "cuda"
+        self.graphed = tc.cuda_graph and device.type == "cuda"
         self._static_out: torch.Tensor | None = None
         self._static_flat: list[torch.Tensor] = []
         self._side: torch.cuda.Stream | None = None
