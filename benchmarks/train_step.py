@@ -31,6 +31,10 @@ Variants (``--variants``; each is a set of recipe overrides on top of the recipe
     recipe         the recipe's own settings, untouched
     real           bf16-cl-fused on real images (--data-root; 32x32 recipes only), array on the GPU
     real-host      real, with the images in pinned host memory (gathered, copied per batch)
+    cuda-graph     bf16-cl-fused with the iteration replayed as a CUDA graph (train.cuda_graph=true)
+    all-fast       fused-resample + cuda-graph
+    d-concat       bf16-cl-fused with D run once over cat(real, fake) in its update (train.d_concat)
+    all-fast-concat  all-fast + d-concat
 
 Every other variant uses synthetic uint8 images already on the GPU, read through the same
 ``DataSampler`` as real data. Counting: per-iteration time from CUDA events recorded between
@@ -101,6 +105,9 @@ VARIANTS: dict[str, tuple[str, list[str], dict]] = {
     "sync": ("bf16-cl-fused, scalars read every step", PLAIN + FAST, {"sync": True}),
     "cuda-graph": ("bf16-cl-fused, the iteration replayed as a CUDA graph", PLAIN + FAST + ["train.cuda_graph=true"], {}),
     "all-fast": ("fused-resample + cuda-graph", PLAIN + FAST + FUSED_RESAMPLE + ["train.cuda_graph=true"], {}),
+    "d-concat": ("bf16-cl-fused, D once over cat(real, fake)", PLAIN + FAST + ["train.d_concat=true"], {}),
+    "all-fast-concat": ("all-fast + D once over cat(real, fake)",
+                        PLAIN + FAST + FUSED_RESAMPLE + ["train.cuda_graph=true", "train.d_concat=true"], {}),
     "recipe": ("the recipe's own settings", [], {}),
     "real": ("bf16-cl-fused, real CIFAR images on the GPU", PLAIN + FAST, {"real": True}),
     "real-host": ("bf16-cl-fused, real images in pinned host memory", PLAIN + FAST, {"real": True, "host": True}),

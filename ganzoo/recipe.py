@@ -98,6 +98,12 @@ class TrainConfig(Section):
         "torch.use_deterministic_algorithms, warn-only), so two runs of a recipe give the same numbers; "
         "slower: for comparisons (e.g. benchmarks/ddp_check.sh), not for training"
     )
+    d_concat: bool = Field(
+        False, description="D update: one forward of D over cat(real, fake) (and the labels twice) instead "
+        "of one forward each, as BigGAN-PyTorch's G_D does: half the launches and larger kernels. The same "
+        "losses and gradients, except that spectral norm's power iteration runs once per D micro-batch "
+        "instead of twice, and a D with batch statistics would normalise real and fake together"
+    )
     compile: bool = Field(
         False, description="torch.compile G's forward (default mode; the first steps compile for a minute "
         "or more); D and the EMA copy stay eager (D's two forwards per backward update spectral-norm "

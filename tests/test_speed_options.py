@@ -215,3 +215,30 @@ def test_benchmark_real_data_rows(tmp_path):
     rows = {r["variant"]: r for r in json.loads((out / "train_step.json").read_text())["rows"]}
     assert rows["real"]["status"] == "ok", rows["real"]
     assert rows["real-host"]["status"] == "ok", rows["real-host"]
+
+
+def test_d_concat_gives_the_two_forward_gradients_without_spectral_norm():
+    # train.d_concat runs D once over cat(real, fake): without spectral norm (whose power iteration
+    # is the one thing that runs once instead of twice; attention has its own) nothing else may change
+    eq = _bench("step_equivalence")
+    res = eq.compare_steps(SAGAN, TINY + ["train.batch_size=8", "train.d_steps=2", "discriminator.weight_norm=none", "discriminator.attention.spectral_norm=false"],
+                           ["train.d_concat=true"], torch.device("cpu"))
+    assert res["ok"], [c for c in res["checks"] if not c["ok"]]
+    grads = [c for c in res["checks"] if "gradients" in c["check"]]
+    assert len(grads) == 2 and all(c["error"] < 1e-4 for c in grads)
+
+
+@pytest.mark.parametrize("d_concat", [False, True])
+def test_d_concat_runs_d_once_per_micro_batch(d_concat):
+    from ganzoo.training.data import DataSampler
+    from ganzoo.training.loop import build_dataset
+
+    recipe = _tiny_recipe("train.accumulate=2", f"train.d_concat={d_concat}")
+    ds = build_dataset(recipe)
+    step = step_mod.build_train_step(recipe, DataSampler(ds.images, ds.labels, 0, torch.device("cpu")),
+                                     torch.device("cpu"))
+    batches = []
+    step.D.register_forward_hook(lambda m, args, out: batches.append(len(args[0])))
+    stats = step.d_backward()
+    assert batches == ([8, 8] if d_concat else [4, 4, 4, 4])  # 2 micro-batches of 4 real + 4 fake
+    assert torch.isfinite(stats).all()

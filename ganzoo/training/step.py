@@ -8,7 +8,8 @@ benchmark both call it. :class:`TrainStep` ``(step)`` then runs one iteration:
 
 1. **D**, ``d_steps`` times: for each of ``accumulate`` micro-batches, real images and labels from
    the data order, fakes from fresh noise with the same labels (no grad through G),
-   ``loss.d_loss(D(real), D(fake)) + penalty``, divided by ``accumulate``, backward; one D step.
+   ``loss.d_loss(D(real), D(fake)) + penalty``, divided by ``accumulate``, backward; one D step
+   (``train.d_concat``: D runs once over ``cat(real, fake)``).
 2. **G**, once: for each micro-batch, fresh noise and uniform labels, ``loss.g_loss(D(G(z, y), y))``
    divided by ``accumulate``, backward (D frozen); one G step.
 3. **EMA** of G's weights (a plain copy up to ``ema.start``).
@@ -142,8 +143,12 @@ class TrainStep:
             with torch.no_grad(), self.autocast():
                 fake = G(z, y)
             with self.autocast(), no_sync(self.D_train, i < tc.accumulate - 1):
-                real_logits = self.D_train(real, y)
-                fake_logits = self.D_train(fake, y)
+                if tc.d_concat:  # one forward over both halves (train.d_concat)
+                    both = self.D_train(torch.cat([real, fake.to(real.dtype)]), None if y is None else torch.cat([y, y]))
+                    real_logits, fake_logits = both[: len(real)], both[len(real):]
+                else:
+                    real_logits = self.D_train(real, y)
+                    fake_logits = self.D_train(fake, y)
             d_loss = self.loss.d_loss(real_logits.float(), fake_logits.float())
             penalty = self.reg.penalty(D, real, fake.float(), y).float() if self.use_reg else self.zero
             ((d_loss + penalty) / tc.accumulate).backward()
