@@ -42,6 +42,9 @@ def test_ablate_runs_every_variant_and_seed_and_writes_the_report(ablation):
     assert out.returncode == 0, out.stdout + out.stderr
     runs = sorted(p.name for p in (root / "runs").iterdir() if (p / "recipe.yaml").is_file())
     assert runs == ["tiny-feat16-s0", "tiny-feat16-s1", "tiny-none-s0", "tiny-none-s1"]
+    # seed by seed: a study cut short has every variant at its first seed
+    starts = [line.split()[1].rstrip(":") for line in out.stdout.splitlines() if line.startswith("start ")]
+    assert starts == ["tiny-none-s0", "tiny-feat16-s0", "tiny-none-s1", "tiny-feat16-s1"]
     for run in runs:
         done = root / "runs" / run / "ablate-done.json"
         assert json.loads(done.read_text())["seconds"] > 0

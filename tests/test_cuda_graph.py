@@ -88,10 +88,10 @@ def test_inputs_can_be_passed_to_the_shared_updates(one_cpu_thread):
 
 # ----------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
-@pytest.mark.parametrize("accumulate, channels_last", [(1, False), (2, True)])
-def test_graph_replay_equals_eager(accumulate, channels_last):
+@pytest.mark.parametrize("accumulate, channels_last, d_concat", [(1, False, False), (2, True, False), (2, True, True)])
+def test_graph_replay_equals_eager(accumulate, channels_last, d_concat):
     dev = torch.device("cuda")
-    extra = {"accumulate": accumulate, "channels_last": channels_last}
+    extra = {"accumulate": accumulate, "channels_last": channels_last, "d_concat": d_concat}
     n = GRAPH_WARMUP + 4  # warm-up, the capture's replay, three more replays
     eager = _step(_recipe(**extra), dev)  # built (reseeding every RNG) and run before the other
     a, wa = _run(eager, 0, n), _weights(eager)

@@ -52,12 +52,14 @@ def _budget(args: argparse.Namespace) -> list[str]:
 
 
 def plan(args: argparse.Namespace) -> list[dict]:
-    """One job per (recipe, seed): its run folder, command line and state (done / resume / new)."""
+    """One job per (recipe, seed): its run folder, command line and state (done / resume / new).
+    Seed by seed (every recipe at the first seed, then every recipe at the next), so a study cut
+    short has every variant at its first seeds rather than some variants at every seed."""
     out = Path(args.out)
     jobs = []
     budget = _budget(args)
-    for path in args.recipes:
-        for seed in args.seeds:
+    for seed in args.seeds:
+        for path in args.recipes:
             overrides = [*args.overrides, *budget, f"seed={seed}"]
             recipe = load_recipe(path, overrides)  # validate everything before running anything
             name = f"{recipe.name}-s{seed}"

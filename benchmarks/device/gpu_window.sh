@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# The GPU window of the real runs (issues 3, 4, 6, 8, 9), as run through the device tool (one H100 on
+# 2026-11-24, one H200 on 2026-12-02).
+#
+# The device machine is bare and keeps files only while it stays warm, and one call carries at most
+# 64 MiB, so the data and the FID weights travel in three parts (../shared/device/stage-assets.sh)
+# and the wheels the image lacks in .whl (../shared/device/stage-wheels.sh). Calls, back to back:
+#
+#   run carry [.devcache/p1]        bash benchmarks/device/gpu_window.sh stage1   # notes the window's start
+#   run carry [.devcache/p2]        bash benchmarks/device/gpu_window.sh stage2
+#   run carry [.devcache/p3, .whl]  bash benchmarks/device/gpu_window.sh stage3   # tests, prewarm, starts jobs
+#   run                             bash benchmarks/device/gpu_window.sh wait     # (repeat) progress + results
+#
+# stage3 starts the long work in the background (setsid, so it outlives the call), one job at a time
+# (JOBS, default "bench stepeq ablate"; see the jobs phase; SKIP_TESTS=1 skips the gpu tests, GPU_TESTS
+# picks them). `wait` polls until everything is done (or its time is up) and packs results into
+# $OUT/results.tar.gz.
+#
+# The ablation's step budget is not fixed here: it is what fits before WINDOW_MINUTES (default 25.5)
+# after stage1, from the training speed the prewarm run measured (ABLATE_STEPS overrides it); see the
+# ablate job.
+#
+# Call the next `run` at once: a machine idle for 30 s is given back with everything on it (this lost a
+# whole window on 2026-11-24). A machine also goes back after 30 minutes held.
+set -uo pipefail
+phase=${1:?phase}
+ROOT=/root/assets
+WORK=/root/work
+export GANZOO_CACHE=/root/cache PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+mkdir -p "$WORK"
+# the ablation's speed options: CUDA graph + resampling folded into the convs (the same maths: exact
+# identities, and the graph replays the eager step; docs/benchmarks/training.md)
+FAST_SET="--set train.cuda_graph=true --set generator.fused_resample=true --set discriminator.fused_resample=true"
+
+pack() {  # small files only: metrics, recipes, commands, logs, last sample grids, reports
+  local dest=${OUT:-/tmp}/results.tar.gz
+  (cd "$WORK" && find . -type f \( -name '*.jsonl' -o -name '*.yaml' -o -name '*.txt' -o -name '*.log' \
+      -o -name '*.json' -o -name '*.md' -o -name '*.png' \) -size -4M -print0 \
+      | tar czf "$dest" --null -T - 2>/dev/null)
+  ls -la "$dest"
+}
+
+case "$phase" in
+stage1) date +%s > /root/window-start  # the ablation's budget counts from here
+  mkdir -p "$ROOT" && cp .devcache/p1/* "$ROOT"/ && ls -la "$ROOT"
+  nvidia-smi -L; command -v nvidia-cuda-mps-control || echo "no nvidia-cuda-mps-control" ;;
+stage2) cp .devcache/p2/* "$ROOT"/ && ls -la "$ROOT" ;;
+stage3)
+  cp .devcache/p3/* "$ROOT"/ && (cd "$ROOT" && cat part-* | tar x && rm part-*) || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  # the recipes name ../shared/...: give the device the same layout as a checkout beside shared/
+  mkdir -p ../shared/data ../shared/weights
+  ln -sf "$ROOT/cifar10-jpeg.tar.gz" ../shared/data/cifar10-jpeg.tar.gz
+  ln -sf "$ROOT/fid-inception-2015-12-05.pth" ../shared/weights/fid-inception-2015-12-05.pth
+  export PYTHONPATH=/tmp/site:$PWD
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$WORK/gpu.txt"
+  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$WORK/gpu.txt"
+  # GPU property tests (issue 3 blocks, issue 5 backends): every test marked gpu (SKIP_TESTS=1: not again)
+  if [ "${SKIP_TESTS:-0}" != 1 ]; then
+    timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider -n 8 ${GPU_TESTS:-tests plugins/ganzoo-example-plugin/tests} \
+      > "$WORK/gpu_tests.log" 2>&1; echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log"
+    tail -5 "$WORK/gpu_tests.log"
+  fi
+  # prewarm: decode CIFAR-10 once into the cache, compute the 10k test-split reference statistics once,
+  # and measure the ablation's training speed: a whole `ganzoo run` with the ablation's fast settings
+  # (PREWARM_STEPS steps, one 10k-sample evaluation at the end)
+  timeout 300 python3 -m ganzoo run recipes/sagan.yaml --out "$WORK" --name prewarm --device cuda $FAST_SET \
+    --set train.steps="${PREWARM_STEPS:-400}" --set eval.every="${PREWARM_STEPS:-400}" --set train.sample_every=0 \
+    --set train.checkpoint_every=100000 > "$WORK/prewarm.log" 2>&1; echo $? > "$WORK/prewarm.rc"
+  echo "prewarm exit $(cat "$WORK/prewarm.rc")"; tail -4 "$WORK/prewarm.log"
+  bash benchmarks/device/gpu_window.sh start
+  sleep 5; cat "$WORK/jobs.log"; pack ;;
+start)  # the jobs phase in the background, from a snapshot of the tree: the next call re-sends the working
+        # tree, and a job that imports ganzoo while files are being replaced finds its registries empty
+        # (this happened twice). Also what benchmarks/device/restart_jobs.sh runs.
+  rm -rf /root/snap && cp -a "$PWD" /root/snap && mkdir -p /root/shared && cp -a ../shared/. /root/shared/
+  rm -f "$WORK/finished.txt"
+  (cd /root/snap && setsid nohup bash benchmarks/device/gpu_window.sh jobs >> "$WORK/jobs.log" 2>&1 < /dev/null &) ;;
+jobs)  # JOBS (default "bench stepeq ablate", in this order, one at a time on the GPU; also: sagan10 ddp concur)
+  export PYTHONPATH=/tmp/site:$PWD
+  date -u +%FT%TZ > "$WORK/started.txt"
+  for job in ${JOBS:-bench stepeq ablate}; do
+    echo "$(date -u +%T) start $job"
+    case "$job" in
+    bench)  # issue 8: the training step on an idle GPU (the benchmark does not evaluate: no metrics needed);
+            # BENCH_VARIANTS picks variants (default: the benchmark's), BENCH_SECONDS its total budget;
+            # 3 more iterations of each variant under torch.profiler (profile-*.txt, not timed)
+      timeout $(( ${BENCH_SECONDS:-260} + 70 )) python3 benchmarks/train_step.py --out "$WORK/train_step" --set 'eval.metrics=[]' \
+        --total-seconds "${BENCH_SECONDS:-260}" --profile 3 ${BENCH_VARIANTS:+--variants $BENCH_VARIANTS} \
+        --data-root "$ROOT/cifar10-jpeg.tar.gz" > "$WORK/train_step.log" 2>&1 ;;
+    stepeq)  # issue 8: the fast step computes what the plain fp32 step does (same weights, same batch)
+      # (STEPEQ_RECIPES, default both; STEPEQ_SET: overrides of both steps, e.g. train.d_concat=true)
+      timeout 150 python3 benchmarks/step_equivalence.py --recipes ${STEPEQ_RECIPES:-cifar imagenet128} \
+        --out "$WORK/equivalence" ${STEPEQ_FAST:+--fast-set $STEPEQ_FAST} ${STEPEQ_SET:+--set $STEPEQ_SET} \
+        > "$WORK/equivalence.log" 2>&1 ;;
+    concur)  # how many SAGAN-32 trainings share the GPU best: 1-4 processes of the ablation's heaviest variant
+      mkdir -p "$WORK/concur"
+      for n in 1 2 3 4; do
+        for k in $(seq "$n"); do
+          timeout 120 python3 benchmarks/train_step.py --out "$WORK/concur/n$n-$k" --recipes recipes/ablations/feat32.yaml \
+            --variants recipe --set 'eval.metrics=[]' --no-flops --warmup 20 --iters 100000 --min-iters 200 \
+            --timed-seconds 20 > "$WORK/concur/n$n-$k.log" 2>&1 &
+        done
+        wait
+        python3 - "$WORK/concur" "$n" <<'PY' | tee -a "$WORK/concur/summary.txt"
+import json, sys
+from pathlib import Path
+root, n = Path(sys.argv[1]), int(sys.argv[2])
+rates = [json.loads(l)["img_per_s"] for k in range(1, n + 1)
+         for l in (root / f"n{n}-{k}" / "rows.jsonl").read_text().splitlines() if '"ok"' in l]
+print(f"processes {n}: img/s each {' '.join(f'{r:.0f}' for r in rates)}; together {sum(rates):.0f}")
+PY
+      done
+      # the ablation's --jobs: the most processes that still add 15% or more in total throughput
+      python3 - "$WORK/concur/summary.txt" > "$WORK/concur/jobs.txt" <<'PY'
+import re, sys
+tot = {int(m[1]): float(m[2]) for m in re.finditer(r"processes (\d+):.*together (\d+)", open(sys.argv[1]).read())}
+best = 1
+for n in sorted(tot):
+    if n > 1 and tot[n] >= 1.15 * tot[best]:
+        best = n
+print(best)
+PY
+      cat "$WORK/concur/summary.txt" "$WORK/concur/jobs.txt" ;;
+    sagan10)  # issue 4: recipes/sagan.yaml for 10 minutes of wall time, FID/KID (10k samples) every 1500 steps
+      python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/runs" --name sagan-cifar10-10min --device cuda \
+        --set train.time_limit_minutes=10 --set eval.every=1500 --set train.sample_every=1500 \
+        --set train.checkpoint_every=2000 > "$WORK/sagan10.log" 2>&1 ;;
+    ddp)  # issue 9: torchrun --nproc_per_node=1 against a plain run (and a second plain run as the control),
+          # fp32 without TF32, deterministic kernels, for a tight comparison
+      CONTROL=1 FP32=1 OUT="$WORK/ddp" PYTHON=python3 timeout 400 bash benchmarks/ddp_check.sh recipes/sagan.yaml 200 1 \
+        > "$WORK/ddp_check.log" 2>&1 ;;
+    ablate)  # issue 6: every recipe of recipes/ablations at seeds 0 and 1 (ABLATE_RECIPES / ABLATE_SEEDS),
+             # resumable, with the CUDA graph and folded resampling ($FAST_SET). Several runs share the GPU
+             # (ABLATE_JOBS, default 4 through MPS when its daemon starts, so their small kernels overlap, else 3);
+             # the step budget (the same for every run) is what fits before the window's end: from the
+             # prewarm's steps/s, the runs' start-up and evaluations, rounded down to a multiple of 400
+             # (ABLATE_STEPS overrides it). FID/KID with 10k EMA samples four times per run.
+      recipes=(${ABLATE_RECIPES:-recipes/ablations/*.yaml}); seeds=(${ABLATE_SEEDS:-0 1})
+      if [ "$(cat "$WORK/prewarm.rc" 2>/dev/null)" != 0 ]; then  # the fast settings failed in a whole run
+        FAST_SET=""; ABLATE_STEPS=${ABLATE_STEPS:-1200}; echo "prewarm failed: eager steps, ${ABLATE_STEPS} each"
+      fi
+      mps=0
+      if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
+        nvidia-cuda-mps-control -d && sleep 1 \
+          && timeout 60 python3 -c "import torch; x = torch.randn(512, 512, device='cuda'); print('mps check', (x @ x).sum().item())" \
+          && mps=1 || { echo quit | nvidia-cuda-mps-control; echo "MPS did not start: runs time-slice the GPU"; }
+      fi
+      jobs=${ABLATE_JOBS:-$(( mps ? 4 : 3 ))}
+      steps=${ABLATE_STEPS:-$(python3 - "$WORK/prewarm/metrics.jsonl" "$(cat /root/window-start)" \
+          "${WINDOW_MINUTES:-25.5}" "$(( ${#recipes[@]} * ${#seeds[@]} ))" "$jobs" "$mps" <<'PY'
+import json, statistics, sys, time
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rate = statistics.median(r["speed/img_per_s"] for r in rows if "speed/img_per_s" in r) / 64  # steps/s (batch 64)
+start, minutes, runs, jobs, mps = float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
+left = start + 60 * minutes - time.time() - 60  # a minute for the report and the packing
+# runs overlap: one run's start-up and evaluations (mostly host work: decoding, eigh, KID) while the
+# others train, so each run costs the GPU its steps plus ~10 s (capture, Inception on 4 x 10k images),
+# and the last round adds a tail of ~120 s that nothing overlaps
+share = 1.3 if mps else 1.0  # the runs together against one run alone (MPS overlaps their small kernels)
+steps = int(((left - 120) / runs - 10) * rate * share) // 400 * 400
+print(min(max(steps, 800), 8000))
+print(f"budget: {left:.0f} s left, {rate:.1f} steps/s alone, {runs} runs, {jobs} at once, mps {mps}: "
+      f"{steps} steps", file=sys.stderr)
+PY
+)}
+      echo "ablate: ${steps} steps per run, ${jobs} at once, mps ${mps}" | tee "$WORK/ablate_budget.txt"
+      every=$(( steps / 4 ))
+      OMP_NUM_THREADS=4 python3 -m ganzoo ablate "${recipes[@]}" --seeds "${seeds[@]}" --steps "$steps" --jobs "$jobs" \
+        $FAST_SET --out "$WORK/ablate" --device cuda --set eval.every=$every --set train.sample_every=0 \
+        --set train.checkpoint_every=$every --report "$WORK/ablate/cifar10.md" \
+        --title "Where should attention go? SAGAN ablation on CIFAR-10" > "$WORK/ablate.log" 2>&1
+      [ "$mps" = 1 ] && echo quit | nvidia-cuda-mps-control ;;
+    esac
+    echo "$(date -u +%T) $job exit $?"
+  done
+  date -u +%FT%TZ > "$WORK/finished.txt"
+  echo "all jobs done" ;;
+wait)
+  limit=${2:-540}; t0=$(date +%s)
+  while [ ! -f "$WORK/finished.txt" ] && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep 15; done
+  cat "$WORK/jobs.log"; cat "$WORK/ablate_budget.txt" 2>/dev/null; tail -12 "$WORK/train_step.log" 2>/dev/null
+  tail -4 "$WORK/equivalence.log" 2>/dev/null; tail -2 "$WORK/sagan10.log" 2>/dev/null
+  tail -5 "$WORK/ablate.log" 2>/dev/null; cat "$WORK/concur/summary.txt" 2>/dev/null; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+  [ -f "$WORK/finished.txt" ] && echo FINISHED
+  pack ;;
+*) echo "unknown phase $phase"; exit 2 ;;
+esac
