@@ -5,6 +5,9 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from conftest import REPO
 
@@ -43,17 +46,27 @@ def test_recipe_reference_is_up_to_date():
     )
 
 
-def test_results_page_is_regenerated_from_the_committed_run(tmp_path):
-    """docs/results.md is `ganzoo report` output over docs/runs/sagan-cifar10-10min: regenerating it
-    from those files gives the same text (up to the output path in links and the command line)."""
+@pytest.mark.parametrize("page, runs, notes, title, paper_table, needle", [
+    # the 10-minute run (issue 4): its final FID
+    ("results.md", ["runs/sagan-cifar10-10min"], "runs/sagan-cifar10-10min/NOTES.md",
+     "SAGAN on CIFAR-10: 10 minutes on one H100", False, "| 32.60 |"),
+    # the ablation (issue 6): every variant, both seeds
+    ("ablations/cifar10.md", [f"ablations/runs/ablation-{v}-s{s}" for v in
+                              ("feat16", "feat32", "feat8", "none", "residual16", "residual32", "residual8")
+                              for s in (0, 1)], "ablations/runs/NOTES.md",
+     "Where should attention go? SAGAN ablation on CIFAR-10", True, "| 5600 | 31.29 ± 4.90 |"),
+])
+def test_results_pages_are_regenerated_from_the_committed_runs(tmp_path, page, runs, notes, title, paper_table, needle):
+    """docs/results.md and docs/ablations/cifar10.md are `ganzoo report` output over the run folders kept
+    in docs/: regenerating them from those files gives the same text (up to the output path in links and
+    the command line)."""
     from ganzoo.reporting import build_report
 
-    run = REPO / "docs" / "runs" / "sagan-cifar10-10min"
-    committed = (REPO / "docs" / "results.md").read_text()
-    out = tmp_path / "results.md"
-    build_report([run], out, command=["ganzoo", "report", str(run), "--out", str(out)],
-                 title="SAGAN on CIFAR-10: 10 minutes on one H100",
-                 notes=(run / "NOTES.md").read_text(), paper_table=False)
+    dirs = [REPO / "docs" / r for r in runs]
+    committed = (REPO / "docs" / page).read_text()
+    out = tmp_path / Path(page).name
+    build_report(dirs, out, command=["ganzoo", "report", *map(str, dirs), "--out", str(out)],
+                 title=title, notes=(REPO / "docs" / notes).read_text(), paper_table=paper_table)
     fresh = out.read_text()
 
     def body(text: str) -> list[str]:
@@ -61,4 +74,4 @@ def test_results_page_is_regenerated_from_the_committed_run(tmp_path):
         return [line for line in text.splitlines() if "ganzoo report" not in line and str(tmp_path) not in line]
 
     assert body(fresh) == body(committed)
-    assert "| 32.60 |" in committed  # the final FID of the run, from its metrics.jsonl
+    assert needle in committed  # from the runs' metrics.jsonl
