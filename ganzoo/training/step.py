@@ -144,7 +144,8 @@ class TrainStep:
                 fake = G(z, y)
             with self.autocast(), no_sync(self.D_train, i < tc.accumulate - 1):
                 if tc.d_concat:  # one forward over both halves (train.d_concat)
-                    both = self.D_train(torch.cat([real, fake.to(real.dtype)]), None if y is None else torch.cat([y, y]))
+                    labels = None if y is None else torch.cat([y, y])
+                    both = self.D_train(torch.cat([real, fake.to(real.dtype)]), labels)
                     real_logits, fake_logits = both[: len(real)], both[len(real):]
                 else:
                     real_logits = self.D_train(real, y)
