@@ -157,7 +157,9 @@ left = start + 60 * minutes - time.time() - 60  # a minute for the report and th
 # runs overlap: one run's start-up and evaluations (mostly host work: decoding, eigh, KID) while the
 # others train, so each run costs the GPU its steps plus ~10 s (capture, Inception on 4 x 10k images),
 # and the last round adds a tail of ~120 s that nothing overlaps
-share = 1.3 if mps else 1.0  # the runs together against one run alone (MPS overlaps their small kernels)
+# the runs together against one run alone: 1.3 was assumed for MPS on 2026-12-02 and four runs under MPS
+# then trained 59.6 steps/s together, evaluations included, against 65.7 for one run alone: use 1.0
+share = 1.0
 steps = int(((left - 120) / runs - 10) * rate * share) // 400 * 400
 print(min(max(steps, 800), 8000))
 print(f"budget: {left:.0f} s left, {rate:.1f} steps/s alone, {runs} runs, {jobs} at once, mps {mps}: "
