@@ -146,7 +146,8 @@ PY
           && timeout 60 python3 -c "import torch; x = torch.randn(512, 512, device='cuda'); print('mps check', (x @ x).sum().item())" \
           && mps=1 || { echo quit | nvidia-cuda-mps-control; echo "MPS did not start: runs time-slice the GPU"; }
       fi
-      jobs=${ABLATE_JOBS:-$(( mps ? 4 : 3 ))}
+      # runs at once: ABLATE_JOBS, else what the concur job measured (if it ran), else 4 under MPS or 3
+      jobs=${ABLATE_JOBS:-$(cat "$WORK/concur/jobs.txt" 2>/dev/null || echo $(( mps ? 4 : 3 )))}
       steps=${ABLATE_STEPS:-$(python3 - "$WORK/prewarm/metrics.jsonl" "$(cat /root/window-start)" \
           "${WINDOW_MINUTES:-25.5}" "$(( ${#recipes[@]} * ${#seeds[@]} ))" "$jobs" "$mps" <<'PY'
 import json, statistics, sys, time
@@ -157,10 +158,9 @@ left = start + 60 * minutes - time.time() - 60  # a minute for the report and th
 # runs overlap: one run's start-up and evaluations (mostly host work: decoding, eigh, KID) while the
 # others train, so each run costs the GPU its steps plus ~10 s (capture, Inception on 4 x 10k images),
 # and the last round adds a tail of ~120 s that nothing overlaps
-# the runs together against one run alone: 1.3 was assumed for MPS on 2026-12-02 and four runs under MPS
-# then trained 59.6 steps/s together, evaluations included, against 65.7 for one run alone: use 1.0
-share = 1.0
-steps = int(((left - 120) / runs - 10) * rate * share) // 400 * 400
+# sharing the GPU is counted as no faster than one run alone: on 2026-12-02 (when 1.3x was assumed for
+# MPS) four runs under MPS trained 59.6 steps/s together, evaluations included, against 65.7 for one alone
+steps = int(((left - 120) / runs - 10) * rate) // 400 * 400
 print(min(max(steps, 800), 8000))
 print(f"budget: {left:.0f} s left, {rate:.1f} steps/s alone, {runs} runs, {jobs} at once, mps {mps}: "
       f"{steps} steps", file=sys.stderr)
@@ -172,7 +172,9 @@ PY
         $FAST_SET --out "$WORK/ablate" --device cuda --set eval.every=$every --set train.sample_every=0 \
         --set train.checkpoint_every=$every --report "$WORK/ablate/cifar10.md" \
         --title "Where should attention go? SAGAN ablation on CIFAR-10" > "$WORK/ablate.log" 2>&1
-      [ "$mps" = 1 ] && echo quit | nvidia-cuda-mps-control ;;
+      rc=$?  # the job's exit status is ganzoo ablate's, not the MPS shutdown's
+      if [ "$mps" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
+      (exit $rc) ;;
     esac
     echo "$(date -u +%T) $job exit $?"
   done
