@@ -178,17 +178,29 @@ def test_blocks_without_learnable_shortcut_are_covered():
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_fused_shortcut_convs_run_at_the_low_resolution(fused):
-    """Up-sampling and pooling commute with the 1x1 shortcut conv: fused blocks convolve the smaller map."""
-    sides = []
-    hook = lambda m, args: sides.append(args[0].shape[-1])  # noqa: E731
+def test_fused_blocks_run_no_pooling_or_upsampling(fused):
+    """Folded, the up-/down-sampling blocks (main path and 1x1 shortcut) run only convolutions where the
+    plain ones pool and up-sample: no such op in the forward or the backward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
     G = GBlock(3, 4, _conv(True), functools.partial(NORM.build, "batch"), True, fused)
     D = DBlock(3, 4, _conv(True), True, True, fused)
-    for block in (G, D):
-        block.conv_sc.register_forward_pre_hook(hook)
-    G(torch.randn(2, 3, 4, 4))
-    D(torch.randn(2, 3, 8, 8))
-    assert sides == ([4, 4] if fused else [8, 8])
+    first = DBlock(3, 4, _conv(True), False, True, fused)  # D's first block: no pre-activation
+    for block, side in ((G, 4), (D, 8), (first, 8)):
+        x = torch.randn(2, 3, side, side, requires_grad=True)
+        with Ops() as ops:
+            block(x).square().sum().backward()
+        resampling = {n for n in ops.names if "pool" in n or "upsample" in n}
+        assert (resampling == set()) == fused, (type(block).__name__, sorted(ops.names))
 
 
 def test_fused_resample_refuses_a_weight_computed_by_a_forward_pre_hook():

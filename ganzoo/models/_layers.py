@@ -14,7 +14,11 @@ the sum of ``W`` zero-padded to 4x4 at the four offsets (a, b) in {0, 1}^2, see 
 
     avg_pool2d(conv3x3(h, W, b), 2)   == conv2d(h, S / 4, b, stride=2, padding=1)
     conv3x3(up2_nearest(h), W, b)     == conv_transpose2d(h, flip(S).transpose(0, 1), b, stride=2, padding=1)
-    avg_pool2d(conv1x1(x))            == conv1x1(avg_pool2d(x))       (and the same for up2_nearest)
+    avg_pool2d(conv1x1(x, V, c))      == conv2d(x, V / 4 at each of 2x2 taps, c, stride=2)
+    up2_nearest(conv1x1(x, V, c))     == conv_transpose2d(x, V^T at each of 2x2 taps, c, stride=2)
+
+(the last two are the shortcuts: no pooled or up-sampled copy of ``x`` is made, and the 1x1 conv's
+work is the same as on the quarter-size map).
 
 ``S`` is derived in every forward from ``layer.weight``, read once (a spectral-norm layer runs its
 power iteration once, as calling the layer would), so parameters and state dicts do not change.
@@ -93,15 +97,34 @@ def upsampled_conv3x3(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
     return F.conv_transpose2d(h, kernel, layer.bias, stride=2, padding=1)
 
 
-def check_foldable(layer: nn.Module) -> None:
-    """Raise ValueError unless ``layer`` is a plain 3x3, padding-1 ``nn.Conv2d`` whose ``weight`` is a
-    parameter or a parametrization (not computed by a forward pre-hook), as folded resampling needs."""
-    conv = isinstance(layer, nn.Conv2d) and layer.kernel_size == (3, 3) and layer.stride == (1, 1) \
-        and layer.padding == (1, 1) and layer.dilation == (1, 1) and layer.groups == 1 \
-        and layer.padding_mode == "zeros"
+def pooled_conv1x1(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``avg_pool2d(layer(x), 2)`` (= ``layer(avg_pool2d(x, 2))``) for a 1x1 conv ``layer``, as one
+    stride-2 2x2 conv whose four taps are the 1x1 weight / 4."""
+    weight = layer.weight  # read once: one power iteration, as layer(x) would run
+    kernel = _memory_format_of(weight.expand(-1, -1, 2, 2) * 0.25, weight)
+    return F.conv2d(x, kernel, layer.bias, stride=2)
+
+
+def upsampled_conv1x1(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``up2_nearest(layer(x))`` (= ``layer(up2_nearest(x))``) for a 1x1 conv ``layer``, as one stride-2
+    2x2 transposed conv whose four taps are the 1x1 weight (each output pixel gets one input pixel)."""
+    weight = layer.weight  # read once: one power iteration, as layer(x) would run
+    kernel = _memory_format_of(weight.transpose(0, 1).expand(-1, -1, 2, 2), weight)  # [in, out, 2, 2]
+    return F.conv_transpose2d(x, kernel, layer.bias, stride=2)
+
+
+def check_foldable(layer: nn.Module, kernel_size: int = 3) -> None:
+    """Raise ValueError unless ``layer`` is a plain ``kernel_size`` x ``kernel_size`` ``nn.Conv2d``
+    (stride 1, "same" zero padding) whose ``weight`` is a parameter or a parametrization (not computed
+    by a forward pre-hook), as folded resampling needs."""
+    pad = kernel_size // 2
+    conv = isinstance(layer, nn.Conv2d) and layer.kernel_size == (kernel_size, kernel_size) \
+        and layer.stride == (1, 1) and layer.padding == (pad, pad) and layer.dilation == (1, 1) \
+        and layer.groups == 1 and layer.padding_mode == "zeros"
     if not conv or layer._forward_pre_hooks:
-        raise ValueError(f"fused_resample needs plain 3x3 convs with a parameter or parametrized weight (no "
-                         f"forward pre-hooks), got {layer!r}; set fused_resample: false for this weight norm")
+        raise ValueError(f"fused_resample needs plain {kernel_size}x{kernel_size} convs with a parameter or "
+                         f"parametrized weight (no forward pre-hooks), got {layer!r}; set fused_resample: false "
+                         "for this weight norm")
 
 
 def _up2(x: torch.Tensor) -> torch.Tensor:
@@ -124,14 +147,14 @@ class GBlock(nn.Module):
         self.conv_sc = which_conv(in_channels, out_channels, 1) if self.learnable_sc else None
         if fused_resample and upsample:
             check_foldable(self.conv1)
+            check_foldable(self.conv_sc, 1)
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        fold = self.upsample and self.fused_resample  # conv1x1 commutes with up2: convolve a quarter of the pixels
-        if self.upsample and not fold:
+        if self.upsample and self.fused_resample:  # up2 + conv1x1 as one transposed conv
+            return upsampled_conv1x1(self.conv_sc, x)
+        if self.upsample:
             x = _up2(x)
-        if self.conv_sc is not None:
-            x = self.conv_sc(x)
-        return _up2(x) if fold else x
+        return x if self.conv_sc is None else self.conv_sc(x)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = F.relu(self.bn1(x, y))
@@ -147,8 +170,8 @@ class DBlock(nn.Module):
     """Discriminator residual block: (ReLU)-conv3x3-ReLU-conv3x3-(pool), shortcut conv1x1/(pool).
 
     The first block of D has no pre-activation (it reads the image); its shortcut pools before the
-    1x1 conv, the others convolve first, as in SNGAN/BigGAN (with ``fused_resample`` all pool first:
-    the same maths, the conv on a quarter of the pixels).
+    1x1 conv, the others convolve first, as in SNGAN/BigGAN (with ``fused_resample`` both are one
+    stride-2 conv: the same maths).
     """
 
     def __init__(self, in_channels: int, out_channels: int, which_conv: Callable[..., nn.Module],
@@ -163,11 +186,14 @@ class DBlock(nn.Module):
         self.conv_sc = which_conv(in_channels, out_channels, 1) if self.learnable_sc else None
         if fused_resample and downsample:
             check_foldable(self.conv2)
+            check_foldable(self.conv_sc, 1)
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv_sc is None:
             return x
-        pool_first = self.downsample and (self.fused_resample or not self.preactivation)
+        if self.downsample and self.fused_resample:  # conv1x1 + pool as one stride-2 conv
+            return pooled_conv1x1(self.conv_sc, x)
+        pool_first = self.downsample and not self.preactivation
         if pool_first:
             x = F.avg_pool2d(x, 2)
         x = self.conv_sc(x)

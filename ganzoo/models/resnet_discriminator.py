@@ -38,8 +38,8 @@ class ResNetDiscriminatorConfig(BlockConfig):
         False,
         description="speed option, the same maths computed without the full-resolution intermediate: each "
         "down-block's conv3x3 + 2x2 average pool runs as one stride-2 conv with a 4x4 kernel derived from the "
-        "conv's (normalised) weight in every forward, and its 1x1 shortcut conv runs after the pool (on a "
-        "quarter of the pixels); same parameters and state dict either way",
+        "conv's (normalised) weight in every forward, and its 1x1 shortcut conv + pool as "
+        "one stride-2 conv with a 2x2 kernel; same parameters and state dict either way",
     )
 
     _sides = field_validator("attention_resolutions")(check_sides)

@@ -59,8 +59,8 @@ class ResNetGeneratorConfig(BlockConfig):
         False,
         description="speed option, the same maths computed without the up-sampled intermediate: each "
         "up-block's nearest 2x up-sample + conv3x3 runs as one stride-2 transposed conv with a 4x4 kernel "
-        "derived from the conv's (normalised) weight in every forward, and its 1x1 shortcut conv runs before "
-        "the up-sample (on a quarter of the pixels); same parameters and state dict either way",
+        "derived from the conv's (normalised) weight in every forward, and its up-sample + 1x1 shortcut conv "
+        "as one stride-2 transposed conv with a 2x2 kernel; same parameters and state dict either way",
     )
 
     _sides = field_validator("attention_resolutions")(check_sides)
