@@ -105,17 +105,19 @@ class TrainConfig(Section):
         "instead of twice, and a D with batch statistics would normalise real and fake together"
     )
     compile: bool = Field(
-        False, description="torch.compile G's forward (default mode; the first steps compile for a minute "
-        "or more); D and the EMA copy stay eager (D's two forwards per backward update spectral-norm "
-        "vectors in place, which compiled D gets wrong)"
+        False, description="torch.compile G's forward, and D's when train.d_concat is on and there is no "
+        "regularizer (default mode; the first steps compile for a minute or more). Otherwise D stays eager "
+        "(two forwards of D before one backward update spectral-norm vectors in place, which compiled D "
+        "gets wrong; a penalty differentiates through D twice). The EMA copy stays eager. Combines with "
+        "train.cuda_graph: the compiled kernels are captured in the graph"
     )
     cuda_graph: bool = Field(
         False, description="CUDA: capture the iteration (D and G updates, optimiser steps; not the EMA) "
         "once as a CUDA graph and replay it, removing the per-kernel launch overhead of small models; the "
         "same maths (inputs and noise drawn as without it, copied into static buffers). Static shapes; "
         "the first 2 iterations run eagerly (warm-up), and the graph is recaptured after any reload of "
-        "weights or optimiser state or change of learning rate. Not with train.compile, a regularizer "
-        "or several processes (torchrun). Ignored on the CPU"
+        "weights or optimiser state or change of learning rate. Not with a regularizer or several "
+        "processes (torchrun). Ignored on the CPU"
     )
     on_divergence: Literal["stop", "rollback"] = Field(
         "stop",
@@ -183,9 +185,6 @@ class Recipe(Section):
             problems += [(("eval", "reference", *loc), m) for loc, m in self.eval.reference.recipe_problems(self)]
         if self.train.batch_size % self.train.accumulate:
             problems.append((("train", "accumulate"), "must divide train.batch_size"))
-        if self.train.cuda_graph and self.train.compile:
-            problems.append((("train", "cuda_graph"), "cannot be combined with train.compile (set one of "
-                             "train.cuda_graph, train.compile to false)"))
         if self.train.cuda_graph and self.regularizer.type != "none":
             problems.append((("train", "cuda_graph"), f"cannot be combined with a regularizer (regularizer: "
                              f"{self.regularizer.type}; its penalty's double backward is not captured): "

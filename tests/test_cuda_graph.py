@@ -1,6 +1,6 @@
 """``train.cuda_graph`` (issue 8): the iteration replayed as a CUDA graph computes what the eager step does.
 
-CPU: the recipe refuses the combinations the graph cannot capture (compile, a regularizer), and on the
+CPU: the recipe refuses what the graph cannot capture (a regularizer), and on the
 CPU the option is ignored (bit-identical to the eager step). GPU (``pytest -m gpu``): eager and graphed
 steps built from the same seed (fp32, TF32 off, deterministic kernels) agree in their stats and
 weights over warm-up, capture and replays, and after ``invalidate_graph()`` with new learning rates.
@@ -15,7 +15,7 @@ from ganzoo.errors import RecipeError
 from ganzoo.recipe import validate
 from ganzoo.training.data import DataSampler
 from ganzoo.training.loop import build_dataset
-from ganzoo.training.step import GRAPH_WARMUP, build_train_step
+from ganzoo.training.step import GRAPH_WARMUP, build_train_step, compiles_d
 
 
 def _recipe(**train):
@@ -47,18 +47,30 @@ def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol=1
 
 
 # ----------------------------------------------------------------------------- CPU
-@pytest.mark.parametrize("extra, needle", [
-    ({"train": {"compile": True}}, "train.compile"),
-    ({"regularizer": "r1"}, "regularizer"),
-])
-def test_recipe_refuses_what_a_graph_cannot_capture(extra, needle):
-    raw = tiny_recipe(**{**extra, "train": {"steps": 2, "cuda_graph": True, **extra.get("train", {})}})
+def test_recipe_refuses_what_a_graph_cannot_capture():
+    raw = tiny_recipe(regularizer="r1", train={"steps": 2, "cuda_graph": True})
     with pytest.raises(RecipeError) as info:
         validate(raw, "r.yaml")
     msg = str(info.value)
-    assert "train.cuda_graph" in msg and needle in msg
+    assert "train.cuda_graph" in msg and "regularizer" in msg
     raw["train"]["cuda_graph"] = False
     validate(raw, "r.yaml")  # each alone is fine
+
+
+@pytest.mark.parametrize("train, regularizer, compiled_d", [
+    ({"compile": True, "d_concat": True}, "none", True),
+    ({"compile": True, "d_concat": False}, "none", False),  # two D forwards before one backward
+    ({"compile": True, "d_concat": True}, "r1", False),  # double backward through D
+    ({"compile": False, "d_concat": True}, "none", False),
+])
+def test_which_recipes_compile_d(train, regularizer, compiled_d):
+    recipe = validate(tiny_recipe(regularizer=regularizer, train={"steps": 2, **train}), "r.yaml")
+    assert compiles_d(recipe) is compiled_d
+
+
+def test_graph_and_compile_go_together():
+    recipe = validate(tiny_recipe(train={"steps": 2, "cuda_graph": True, "compile": True, "d_concat": True}), "r")
+    assert recipe.train.cuda_graph and recipe.train.compile and compiles_d(recipe)
 
 
 def test_cuda_graph_is_ignored_on_the_cpu(one_cpu_thread):
@@ -88,10 +100,13 @@ def test_inputs_can_be_passed_to_the_shared_updates(one_cpu_thread):
 
 # ----------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
-@pytest.mark.parametrize("accumulate, channels_last, d_concat", [(1, False, False), (2, True, False), (2, True, True)])
-def test_graph_replay_equals_eager(accumulate, channels_last, d_concat):
+@pytest.mark.parametrize("accumulate, channels_last, d_concat, compile", [
+    (1, False, False, False), (2, True, False, False), (2, True, True, False),
+    (2, True, True, True),  # G and D compiled, their kernels captured (compared with the same compiled eager)
+])
+def test_graph_replay_equals_eager(accumulate, channels_last, d_concat, compile):
     dev = torch.device("cuda")
-    extra = {"accumulate": accumulate, "channels_last": channels_last, "d_concat": d_concat}
+    extra = {"accumulate": accumulate, "channels_last": channels_last, "d_concat": d_concat, "compile": compile}
     n = GRAPH_WARMUP + 4  # warm-up, the capture's replay, three more replays
     eager = _step(_recipe(**extra), dev)  # built (reseeding every RNG) and run before the other
     a, wa = _run(eager, 0, n), _weights(eager)

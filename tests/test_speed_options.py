@@ -151,9 +151,10 @@ def test_equivalence_check_notices_a_different_step():
 
 
 @pytest.mark.skipif(os.environ.get("GANZOO_TEST_COMPILE") != "1", reason="torch.compile on the CPU takes minutes: GANZOO_TEST_COMPILE=1")
-def test_compiled_step_matches_eager_fp32():
+@pytest.mark.parametrize("d_concat", [False, True])  # True: D is compiled too
+def test_compiled_step_matches_eager_fp32(d_concat):
     eq = _bench("step_equivalence")
-    res = eq.compare_steps(SAGAN, TINY + ["train.batch_size=8", "train.d_steps=1"],
+    res = eq.compare_steps(SAGAN, TINY + ["train.batch_size=8", "train.d_steps=1", f"train.d_concat={d_concat}"],
                            ["train.channels_last=true", "train.compile=true"], torch.device("cpu"))
     assert res["ok"], [c for c in res["checks"] if not c["ok"]]
 

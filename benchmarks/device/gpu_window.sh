@@ -76,17 +76,19 @@ start)  # the jobs phase in the background, from a snapshot of the tree: the nex
   rm -rf /root/snap && cp -a "$PWD" /root/snap && mkdir -p /root/shared && cp -a ../shared/. /root/shared/
   rm -f "$WORK/finished.txt"
   (cd /root/snap && setsid nohup bash benchmarks/device/gpu_window.sh jobs >> "$WORK/jobs.log" 2>&1 < /dev/null &) ;;
-jobs)  # JOBS (default "bench stepeq ablate", in this order, one at a time on the GPU; also: sagan10 ddp concur)
+jobs)  # JOBS (default "bench stepeq ablate", in this order, one at a time on the GPU; also: sagan10 ddp concur
+       # gputests fidcheck)
   export PYTHONPATH=/tmp/site:$PWD
   date -u +%FT%TZ > "$WORK/started.txt"
   for job in ${JOBS:-bench stepeq ablate}; do
     echo "$(date -u +%T) start $job"
     case "$job" in
     bench)  # issue 8: the training step on an idle GPU (the benchmark does not evaluate: no metrics needed);
-            # BENCH_VARIANTS picks variants (default: the benchmark's), BENCH_SECONDS its total budget;
+            # BENCH_VARIANTS picks variants (default: the benchmark's), BENCH_SECONDS its total budget,
+            # BENCH_ARGS more arguments (e.g. --max-seconds 300 --recipes cifar imagenet128);
             # 3 more iterations of each variant under torch.profiler (profile-*.txt, not timed)
       timeout $(( ${BENCH_SECONDS:-260} + 70 )) python3 benchmarks/train_step.py --out "$WORK/train_step" --set 'eval.metrics=[]' \
-        --total-seconds "${BENCH_SECONDS:-260}" --profile 3 ${BENCH_VARIANTS:+--variants $BENCH_VARIANTS} \
+        --total-seconds "${BENCH_SECONDS:-260}" --profile 3 ${BENCH_VARIANTS:+--variants $BENCH_VARIANTS} ${BENCH_ARGS:-} \
         --data-root "$ROOT/cifar10-jpeg.tar.gz" > "$WORK/train_step.log" 2>&1 ;;
     stepeq)  # issue 8: the fast step computes what the plain fp32 step does (same weights, same batch)
       # (STEPEQ_RECIPES, default both; STEPEQ_SET: overrides of both steps, e.g. train.d_concat=true)
@@ -122,6 +124,38 @@ for n in sorted(tot):
 print(best)
 PY
       cat "$WORK/concur/summary.txt" "$WORK/concur/jobs.txt" ;;
+    gputests)  # every test marked gpu, as stage3 runs them (for a window that runs them beside other jobs)
+      timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider -n 8 ${GPU_TESTS:-tests plugins/ganzoo-example-plugin/tests} \
+        > "$WORK/gpu_tests.log" 2>&1; echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log" ;;
+    fidcheck)  # issue 8: does the fast step train like the plain one? recipes/ablations/feat16.yaml (= sagan.yaml)
+               # with the plain fp32 eager step (TF32 off, NCHW, for-each Adam) at seeds FID_SEEDS (default 0 1),
+               # FID_STEPS steps (default 4200, FID/KID with 10k EMA samples every 1400, as the ablation's runs,
+               # whose feat16 runs are the graph + folded-resampling bf16 side), plus one run with every speed
+               # option on (graph, folded resampling, d_concat, compile) at seed 0. All at once, under MPS
+               # if it starts, each capped at FID_MINUTES (default 8) of training; beside them the
+               # step-equivalence check of the compiled step and the gpu tests (nothing here is timed).
+      mkdir -p "$WORK/fidcheck"
+      mps=0
+      if command -v nvidia-cuda-mps-control > /dev/null && nvidia-cuda-mps-control -d; then mps=1; fi
+      common=(--out "$WORK/fidcheck" --device cuda --set eval.every=1400 --set train.sample_every=1400
+              --set train.checkpoint_every=1400 --set train.steps="${FID_STEPS:-4200}"
+              --set train.time_limit_minutes="${FID_MINUTES:-8}")
+      plain=(--set train.precision=fp32 --set train.tf32=false --set train.channels_last=false
+             --set train.fused_optim=false --set train.cuda_graph=false --set train.compile=false)
+      for seed in ${FID_SEEDS:-0 1}; do
+        OMP_NUM_THREADS=2 python3 -m ganzoo run recipes/ablations/feat16.yaml --name "fp32-eager-s$seed" "${common[@]}" \
+          "${plain[@]}" --set seed="$seed" > "$WORK/fidcheck/fp32-eager-s$seed.log" 2>&1 &
+      done
+      OMP_NUM_THREADS=2 python3 -m ganzoo run recipes/ablations/feat16.yaml --name "all-fast-compile-s0" "${common[@]}" \
+        $FAST_SET --set train.d_concat=true --set train.compile=true --set train.channels_last=true --set seed=0 \
+        > "$WORK/fidcheck/all-fast-compile-s0.log" 2>&1 &
+      timeout 400 python3 benchmarks/step_equivalence.py --recipes cifar imagenet128 --compile --set train.d_concat=true \
+        --out "$WORK/equivalence-compile" > "$WORK/equivalence-compile.log" 2>&1 &
+      timeout 400 python3 -m pytest -m gpu -q -p no:cacheprovider -n 4 ${GPU_TESTS:-tests plugins/ganzoo-example-plugin/tests} \
+        > "$WORK/gpu_tests.log" 2>&1; echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log"
+      wait
+      if [ "$mps" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
+      grep -h '"eval/fid"' "$WORK"/fidcheck/*/metrics.jsonl | head -20; tail -3 "$WORK/equivalence-compile.log" ;;
     sagan10)  # issue 4: recipes/sagan.yaml for 10 minutes of wall time, FID/KID (10k samples) every 1500 steps
       python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/runs" --name sagan-cifar10-10min --device cuda \
         --set train.time_limit_minutes=10 --set eval.every=1500 --set train.sample_every=1500 \
@@ -185,6 +219,7 @@ wait)
   while [ ! -f "$WORK/finished.txt" ] && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep 15; done
   cat "$WORK/jobs.log"; cat "$WORK/ablate_budget.txt" 2>/dev/null; tail -12 "$WORK/train_step.log" 2>/dev/null
   tail -4 "$WORK/equivalence.log" 2>/dev/null; tail -2 "$WORK/sagan10.log" 2>/dev/null
+  tail -3 "$WORK/equivalence-compile.log" "$WORK/gpu_tests.log" 2>/dev/null; tail -n 2 "$WORK"/fidcheck/*.log 2>/dev/null
   tail -5 "$WORK/ablate.log" 2>/dev/null; cat "$WORK/concur/summary.txt" 2>/dev/null; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
   [ -f "$WORK/finished.txt" ] && echo FINISHED
   pack ;;

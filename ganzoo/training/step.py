@@ -280,16 +280,24 @@ def _flat(d_in, g_in):
         yield from (t for t in mb if t is not None)
 
 
+def compiles_d(recipe: Recipe) -> bool:
+    """Whether ``train.compile`` compiles D too: only when D runs once per backward
+    (``train.d_concat``) and there is no regularizer. With two forwards of D before one backward (real,
+    then fake), each forward updates the spectral-norm vectors in place and a compiled D fails in
+    backward ("modified by an inplace operation": the compiled graph saves the buffer itself; seen with
+    torch 2.14 and 2.15 on the CPU); a penalty differentiates through D twice, which compiled graphs do
+    not support."""
+    tc = recipe.train
+    return tc.compile and tc.d_concat and recipe.regularizer.type == "none"
+
+
 def build_train_step(recipe: Recipe, data: Any, device: torch.device) -> TrainStep:
     """G, D (channels_last if asked), the EMA copy, both optimisers (fused on CUDA if asked) and the
     step, from ``recipe``; seeds torch etc. with ``recipe.seed`` first, so initial weights depend on
     the recipe only. ``train.compile`` compiles G's forward in place (``nn.Module.compile``:
-    state-dict keys unchanged; the EMA copy, used for samples and evaluation, stays eager). D stays
-    eager: the D update runs D twice (real, fake) before one backward, each forward updating the
-    spectral-norm vectors in place, and a compiled D then fails in backward ("modified by an inplace
-    operation": the compiled graph keeps the buffer itself for its backward; seen with torch 2.15 on
-    the CPU), and a regularizer's penalty differentiates through D twice, which compiled graphs do
-    not support."""
+    state-dict keys unchanged; the EMA copy, used for samples and evaluation, stays eager), and D's
+    when :func:`compiles_d` says so. Under ``train.cuda_graph`` the compiled kernels are what the graph
+    captures (every compilation happens in the eager warm-up iterations)."""
     from .loop import autocast_dtype, build_discriminator, build_generator, make_optimizer, seed_everything
 
     tc = recipe.train
@@ -307,7 +315,7 @@ def build_train_step(recipe: Recipe, data: Any, device: torch.device) -> TrainSt
     g_opt = make_optimizer(G.parameters(), tc.g_optim, device, fused=tc.fused_optim, capturable=graphed)
     d_opt = make_optimizer(D.parameters(), tc.d_optim, device, fused=tc.fused_optim, capturable=graphed)
     if tc.compile:
-        if graphed:  # the recipe validation refuses this; a Recipe built otherwise ends here
-            raise GanzooError("train.cuda_graph cannot be combined with train.compile")
         G.compile()
+        if compiles_d(recipe):
+            D.compile()
     return TrainStep(recipe, G, D, G_ema, g_opt, d_opt, data, device, autocast_dtype(tc.precision, device))
