@@ -182,6 +182,7 @@ def main(argv=None) -> int:
     for name in args.recipes:
         path, extra = RECIPES.get(name, (name, []))
         path = str(ROOT / path) if not Path(path).exists() else path
+        torch._dynamo.reset()  # each recipe compiles afresh (no recompile limit shared with the last one)
         try:
             res = compare_steps(path, list(extra) + list(args.overrides), fast, device)
         except Exception as exc:  # noqa: BLE001
