@@ -280,25 +280,6 @@ def _flat(d_in, g_in):
         yield from (t for t in mb if t is not None)
 
 
-RECOMPILE_LIMIT = 64
-
-
-def allow_recompiles(limit: int = RECOMPILE_LIMIT) -> None:
-    """Raise torch.compile's per-function recompile limit (default 8) to at least ``limit``.
-
-    The attention's sdpa/Triton path is a graph break inside the networks' block loop, so dynamo
-    compiles each block's ``forward`` as a function of its own, once per distinct input shape (every
-    channel width) and grad mode: the 128x128 generator needs 10 (5 up-blocks x with/without grad).
-    Past the limit a function silently runs eagerly (seen on the H200 on 2026-12-02:
-    ``GBlock.forward`` hit it and part of G ran uncompiled)."""
-    import torch._dynamo
-
-    cfg = torch._dynamo.config
-    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
-    if getattr(cfg, name) < limit:
-        setattr(cfg, name, limit)
-
-
 def compiles_d(recipe: Recipe) -> bool:
     """Whether ``train.compile`` compiles D too: only when D runs once per backward
     (``train.d_concat``) and there is no regularizer. With two forwards of D before one backward (real,
@@ -334,7 +315,6 @@ def build_train_step(recipe: Recipe, data: Any, device: torch.device) -> TrainSt
     g_opt = make_optimizer(G.parameters(), tc.g_optim, device, fused=tc.fused_optim, capturable=graphed)
     d_opt = make_optimizer(D.parameters(), tc.d_optim, device, fused=tc.fused_optim, capturable=graphed)
     if tc.compile:
-        allow_recompiles()
         G.compile()
         if compiles_d(recipe):
             D.compile()
