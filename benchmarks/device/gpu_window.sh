@@ -32,6 +32,11 @@ mkdir -p "$WORK"
 # identities, and the graph replays the eager step; docs/benchmarks/training.md)
 FAST_SET="--set train.cuda_graph=true --set generator.fused_resample=true --set discriminator.fused_resample=true"
 
+gpu_tests() {  # every test marked gpu (GPU_TESTS picks them): gpu_tests TIMEOUT WORKERS
+  timeout "$1" python3 -m pytest -m gpu -q -p no:cacheprovider -n "$2" ${GPU_TESTS:-tests plugins/ganzoo-example-plugin/tests} \
+    > "$WORK/gpu_tests.log" 2>&1; echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log"
+}
+
 pack() {  # small files only: metrics, recipes, commands, logs, last sample grids, reports
   local dest=${OUT:-/tmp}/results.tar.gz
   (cd "$WORK" && find . -type f \( -name '*.jsonl' -o -name '*.yaml' -o -name '*.txt' -o -name '*.log' \
@@ -57,8 +62,7 @@ stage3)
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$WORK/gpu.txt"
   # GPU property tests (issue 3 blocks, issue 5 backends): every test marked gpu (SKIP_TESTS=1: not again)
   if [ "${SKIP_TESTS:-0}" != 1 ]; then
-    timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider -n 8 ${GPU_TESTS:-tests plugins/ganzoo-example-plugin/tests} \
-      > "$WORK/gpu_tests.log" 2>&1; echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log"
+    gpu_tests 200 8
     tail -5 "$WORK/gpu_tests.log"
   fi
   # prewarm: decode CIFAR-10 once into the cache, compute the 10k test-split reference statistics once,
@@ -125,8 +129,7 @@ print(best)
 PY
       cat "$WORK/concur/summary.txt" "$WORK/concur/jobs.txt" ;;
     gputests)  # every test marked gpu, as stage3 runs them (for a window that runs them beside other jobs)
-      timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider -n 8 ${GPU_TESTS:-tests plugins/ganzoo-example-plugin/tests} \
-        > "$WORK/gpu_tests.log" 2>&1; echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log" ;;
+      gpu_tests 300 8 ;;
     fidcheck)  # issue 8: does the fast step train like the plain one? recipes/ablations/feat16.yaml (= sagan.yaml)
                # with the plain fp32 eager step (TF32 off, NCHW, for-each Adam) at seeds FID_SEEDS (default 0 1),
                # FID_STEPS steps (default 4200, FID/KID with 10k EMA samples every 1400, as the ablation's runs,
@@ -151,8 +154,7 @@ PY
         > "$WORK/fidcheck/all-fast-compile-s0.log" 2>&1 &
       timeout 400 python3 benchmarks/step_equivalence.py --recipes cifar imagenet128 --compile --set train.d_concat=true \
         --out "$WORK/equivalence-compile" > "$WORK/equivalence-compile.log" 2>&1 &
-      timeout 400 python3 -m pytest -m gpu -q -p no:cacheprovider -n 4 ${GPU_TESTS:-tests plugins/ganzoo-example-plugin/tests} \
-        > "$WORK/gpu_tests.log" 2>&1; echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log"
+      gpu_tests 400 4
       wait
       if [ "$mps" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
       grep -h '"eval/fid"' "$WORK"/fidcheck/*/metrics.jsonl | head -20; tail -3 "$WORK/equivalence-compile.log" ;;
