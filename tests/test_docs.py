@@ -75,3 +75,25 @@ def test_results_pages_are_regenerated_from_the_committed_runs(tmp_path, page, r
 
     assert body(fresh) == body(committed)
     assert needle in committed  # from the runs' metrics.jsonl
+
+
+def test_documented_ganzoo_run_commands_are_valid_recipes():
+    """Every ``ganzoo run RECIPE --set ...`` in a bash block of docs/training.md names a recipe that
+    validates with those overrides (the fastest-settings command among them)."""
+    from ganzoo.recipe import load_recipe
+
+    text = (REPO / "docs" / "training.md").read_text()
+    commands = [" ".join(b.replace("\\\n", " ").split()) for b in re.findall(r"```bash\n(.*?)```", text, re.S)]
+    runs = [c for c in commands if c.startswith("ganzoo run ")]
+    assert runs, "docs/training.md shows no ganzoo run command"
+    for cmd in runs:
+        words = cmd.split()
+        sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+        recipe = load_recipe(REPO / words[2], sets)  # RecipeError if they do not validate
+        dumped = recipe.model_dump()
+        for override in sets:
+            path, value = override.split("=", 1)
+            node = dumped
+            for key in path.split("."):
+                node = node[key]
+            assert str(node).lower() == value.lower(), (cmd, override, node)
