@@ -14,10 +14,15 @@ from conftest import REPO
 README = (REPO / "README.md").read_text()
 
 
+def _bash_blocks(text: str) -> list[str]:
+    """The bodies of the ```bash fenced blocks of a Markdown text, in order."""
+    return re.findall(r"```bash\n(.*?)```", text, re.S)
+
+
 def _readme_commands() -> list[str]:
-    block = re.search(r"```bash\n(.*?)```", README, re.S)
-    assert block, "README has no bash block"
-    return [line for line in block.group(1).splitlines() if line.strip()]
+    blocks = _bash_blocks(README)
+    assert blocks, "README has no bash block"
+    return [line for line in blocks[0].splitlines() if line.strip()]
 
 
 def test_readme_starts_with_exactly_two_setup_commands():
@@ -83,7 +88,7 @@ def test_documented_ganzoo_run_commands_are_valid_recipes():
     from ganzoo.recipe import load_recipe
 
     text = (REPO / "docs" / "training.md").read_text()
-    commands = [" ".join(b.replace("\\\n", " ").split()) for b in re.findall(r"```bash\n(.*?)```", text, re.S)]
+    commands = [" ".join(b.replace("\\\n", " ").split()) for b in _bash_blocks(text)]
     runs = [c for c in commands if c.startswith("ganzoo run ")]
     assert runs, "docs/training.md shows no ganzoo run command"
     for cmd in runs:

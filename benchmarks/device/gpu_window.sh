@@ -37,6 +37,15 @@ gpu_tests() {  # every test marked gpu (GPU_TESTS picks them): gpu_tests TIMEOUT
     > "$WORK/gpu_tests.log" 2>&1; echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log"
 }
 
+start_mps() {  # MPS daemon for runs sharing the GPU (MPS=0: off); sets mps=1 only if a CUDA matmul works under it
+  mps=0
+  if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
+    nvidia-cuda-mps-control -d && sleep 1 \
+      && timeout 60 python3 -c "import torch; x = torch.randn(512, 512, device='cuda'); print('mps check', (x @ x).sum().item())" \
+      && mps=1 || { echo quit | nvidia-cuda-mps-control; echo "MPS did not start: runs time-slice the GPU"; }
+  fi
+}
+
 pack() {  # small files only: metrics, recipes, commands, logs, last sample grids, reports
   local dest=${OUT:-/tmp}/results.tar.gz
   (cd "$WORK" && find . -type f \( -name '*.jsonl' -o -name '*.yaml' -o -name '*.txt' -o -name '*.log' \
@@ -138,8 +147,7 @@ PY
                # if it starts, each capped at FID_MINUTES (default 8) of training; beside them the
                # step-equivalence check of the compiled step and the gpu tests (nothing here is timed).
       mkdir -p "$WORK/fidcheck"
-      mps=0
-      if command -v nvidia-cuda-mps-control > /dev/null && nvidia-cuda-mps-control -d; then mps=1; fi
+      start_mps
       common=(--out "$WORK/fidcheck" --device cuda --set eval.every=1400 --set train.sample_every=1400
               --set train.checkpoint_every=1400 --set train.steps="${FID_STEPS:-4200}"
               --set train.time_limit_minutes="${FID_MINUTES:-8}")
@@ -176,12 +184,7 @@ PY
       if [ "$(cat "$WORK/prewarm.rc" 2>/dev/null)" != 0 ]; then  # the fast settings failed in a whole run
         FAST_SET=""; ABLATE_STEPS=${ABLATE_STEPS:-1200}; echo "prewarm failed: eager steps, ${ABLATE_STEPS} each"
       fi
-      mps=0
-      if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
-        nvidia-cuda-mps-control -d && sleep 1 \
-          && timeout 60 python3 -c "import torch; x = torch.randn(512, 512, device='cuda'); print('mps check', (x @ x).sum().item())" \
-          && mps=1 || { echo quit | nvidia-cuda-mps-control; echo "MPS did not start: runs time-slice the GPU"; }
-      fi
+      start_mps
       # runs at once: ABLATE_JOBS, else what the concur job measured (if it ran), else 4 under MPS or 3
       jobs=${ABLATE_JOBS:-$(cat "$WORK/concur/jobs.txt" 2>/dev/null || echo $(( mps ? 4 : 3 )))}
       steps=${ABLATE_STEPS:-$(python3 - "$WORK/prewarm/metrics.jsonl" "$(cat /root/window-start)" \
