@@ -13,6 +13,7 @@ PACKAGES = (
     "ganzoo.norms",
     "ganzoo.losses",
     "ganzoo.regularizers",
+    "ganzoo.augment",
     "ganzoo.models",
     "ganzoo.datasets",
     "ganzoo.metrics",

@@ -64,6 +64,11 @@ class TrainConfig(Section):
     steps: int = Field(ge=1, description="number of G steps (iterations) to train")
     batch_size: int = Field(64, ge=1, le=65536, description="global batch size per D/G step")
     d_steps: int = Field(1, ge=1, le=100, description="D steps per G step")
+    hflip: bool = Field(
+        False, description="random horizontal flips of the real images: each image of the data order is "
+        "mirrored with probability 1/2, drawn with the epoch's permutation (so a resumed run sees the same "
+        "flips); what BigGAN-PyTorch and StudioGAN do on CIFAR-10"
+    )
     accumulate: int = Field(1, ge=1, le=64, description="micro-batches accumulated per D and G step")
     g_optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-4), description="G optimiser (TTUR: 1e-4)")
     d_optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=4e-4), description="D optimiser (TTUR: 4e-4)")
@@ -170,6 +175,11 @@ class Recipe(Section):
     discriminator: Block("discriminator") = Field(description="discriminator backbone")
     loss: Block("loss") = Field("hinge", description="adversarial loss")
     regularizer: Block("regularizer") = Field("none", description="D regularizer")
+    augment: list[Block("augment")] = Field(
+        default_factory=list, description="differentiable augmentations applied, in this order, to every "
+        "image D sees (real and fake, in D's and G's updates): DiffAugment's policy is [color, translation, "
+        "cutout]; empty: none"
+    )
     train: TrainConfig = Field(description="training schedule")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation")
 
@@ -179,6 +189,8 @@ class Recipe(Section):
         for name in ("data", "generator", "discriminator", "loss", "regularizer"):
             block: BlockConfig = getattr(self, name)
             problems += [((name, *loc), msg) for loc, msg in block.recipe_problems(self)]
+        for i, aug in enumerate(self.augment):
+            problems += [(("augment", str(i), *loc), m) for loc, m in aug.recipe_problems(self)]
         for i, metric in enumerate(self.eval.metrics):
             problems += [(("eval", "metrics", str(i), *loc), m) for loc, m in metric.recipe_problems(self)]
         if self.eval.reference is not None:

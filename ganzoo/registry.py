@@ -203,6 +203,7 @@ NORM = Registry("norm", "feature normalisations (batch, conditional batch, group
 WEIGHT_NORM = Registry("weight_norm", "weight re-parametrisations for convs/linears (spectral norm, none)")
 LOSS = Registry("loss", "adversarial loss pairs (D loss, G loss)")
 REGULARIZER = Registry("regularizer", "discriminator regularizers (gradient penalty, R1)")
+AUGMENT = Registry("augment", "differentiable augmentations of every image D sees (DiffAugment)")
 GENERATOR = Registry("generator", "generator backbones")
 DISCRIMINATOR = Registry("discriminator", "discriminator backbones")
 DATASET = Registry("dataset", "image datasets")
@@ -210,7 +211,8 @@ METRIC = Registry("metric", "sample-quality metrics")
 
 REGISTRIES: dict[str, Registry] = {
     r.kind: r
-    for r in (ATTENTION, NORM, WEIGHT_NORM, LOSS, REGULARIZER, GENERATOR, DISCRIMINATOR, DATASET, METRIC)
+    for r in (ATTENTION, NORM, WEIGHT_NORM, LOSS, REGULARIZER, AUGMENT, GENERATOR, DISCRIMINATOR, DATASET,
+              METRIC)
 }
 
 

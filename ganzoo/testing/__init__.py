@@ -10,12 +10,14 @@ Each check builds the block from its kind's contract only (see docs/architecture
 shapes with hypothesis (``max_examples`` ~10, no deadline, no example database) and raises
 ``AssertionError`` with the falsifying example. Needs ``hypothesis`` (the ``dev`` extra).
 """
+from .augment import check_augment
 from .layers import check_attention_block, check_norm_block, check_permutation_equivariance, check_weight_norm
 from .losses import check_loss, check_regularizer
 from .models import check_discriminator, check_generator
 from .strategies import TOLERANCE, assert_rel_close, rel_error, run_property, tolerance
 
 __all__ = [
+    "check_augment",
     "check_attention_block",
     "check_norm_block",
     "check_weight_norm",

@@ -8,11 +8,14 @@ benchmark both call it. :class:`TrainStep` ``(step)`` then runs one iteration:
 
 1. **D**, ``d_steps`` times: for each of ``accumulate`` micro-batches, real images and labels from
    the data order, fakes from fresh noise with the same labels (no grad through G),
-   ``loss.d_loss(D(real), D(fake)) + penalty``, divided by ``accumulate``, backward; one D step
-   (``train.d_concat``: D runs once over ``cat(real, fake)``).
-2. **G**, once: for each micro-batch, fresh noise and uniform labels, ``loss.g_loss(D(G(z, y), y))``
+   ``loss.d_loss(D(aug(real)), D(aug(fake))) + penalty``, divided by ``accumulate``, backward; one D
+   step (``train.d_concat``: D runs once over ``aug(cat(real, fake))``).
+2. **G**, once: for each micro-batch, fresh noise and uniform labels, ``loss.g_loss(D(aug(G(z, y)), y))``
    divided by ``accumulate``, backward (D frozen); one G step.
 3. **EMA** of G's weights (a plain copy up to ``ema.start``).
+
+``aug`` is the recipe's ``augment`` chain (DiffAugment, ``ganzoo/augment/``; identity when empty):
+fresh random parameters per image on every call, so real and fake images get independent draws.
 
 It returns the step's scalars (``STAT_NAMES``) as one small device tensor and never reads anything
 back to the host, so a CUDA step is queued without waiting for the GPU.
@@ -36,6 +39,7 @@ from torch import nn
 
 from ..errors import GanzooError
 from ..recipe import Recipe
+from ..augment._common import AugmentChain
 from ..registry import LOSS, REGULARIZER
 from .distributed import Latents, no_sync
 from .ema import ema_decay, make_ema, update_ema
@@ -89,6 +93,7 @@ class TrainStep:
         self.loss = LOSS.build(recipe.loss)
         self.reg = REGULARIZER.build(recipe.regularizer)
         self.use_reg = recipe.regularizer.type != "none"
+        self.aug = AugmentChain(recipe.augment).to(device)  # every image D sees (identity when empty)
         self.z_dim = int(G.z_dim)
         self.nc = recipe.num_classes
         self.micro = tc.batch_size // tc.accumulate
@@ -145,11 +150,11 @@ class TrainStep:
             with self.autocast(), no_sync(self.D_train, i < tc.accumulate - 1):
                 if tc.d_concat:  # one forward over both halves (train.d_concat)
                     labels = None if y is None else torch.cat([y, y])
-                    both = self.D_train(torch.cat([real, fake.to(real.dtype)]), labels)
+                    both = self.D_train(self.aug(torch.cat([real, fake.to(real.dtype)])), labels)
                     real_logits, fake_logits = both[: len(real)], both[len(real):]
                 else:
-                    real_logits = self.D_train(real, y)
-                    fake_logits = self.D_train(fake, y)
+                    real_logits = self.D_train(self.aug(real), y)
+                    fake_logits = self.D_train(self.aug(fake), y)
             d_loss = self.loss.d_loss(real_logits.float(), fake_logits.float())
             penalty = self.reg.penalty(D, real, fake.float(), y).float() if self.use_reg else self.zero
             ((d_loss + penalty) / tc.accumulate).backward()
@@ -171,7 +176,7 @@ class TrainStep:
         for i in range(tc.accumulate):
             z, y_fake = inputs(i)
             with self.autocast(), no_sync(self.G_train, i < tc.accumulate - 1):
-                fake_logits = D(self.G_train(z, y_fake), y_fake)
+                fake_logits = D(self.aug(self.G_train(z, y_fake)), y_fake)
             g_loss = self.loss.g_loss(fake_logits.float())
             (g_loss / tc.accumulate).backward()
             g_stat += g_loss.detach()
