@@ -244,7 +244,7 @@ def train(
     configure_backends(recipe, device)  # CUDA: TF32 (train.tf32) for the fp32 parts, tuned conv kernels
     seed_everything(recipe.seed)
     dataset = build_dataset(recipe, source)
-    data = DataSampler(dataset.images, dataset.labels, recipe.seed, device, tc.channels_last)
+    data = DataSampler(dataset.images, dataset.labels, recipe.seed, device, tc.channels_last, tc.hflip)
     # G, D, EMA, optimisers and the step (ganzoo/training/step.py; benchmarks/train_step.py times
     # this same object); seeds again first, so network init does not depend on the dataset
     train_step = build_train_step(recipe, data, device)
