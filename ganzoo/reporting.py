@@ -9,6 +9,7 @@ reference, and the exact commands and recipes. Reports are regenerated from data
 from __future__ import annotations
 
 import math
+import re
 import shlex
 import shutil
 import statistics
@@ -39,15 +40,24 @@ class ReportError(GanzooError):
     pass
 
 
+GAP = "logits/gap"  # D's mean real logit minus its mean fake logit, per log line (computed)
+_SEED_SUFFIX = re.compile(r"-s\d+$")
+
+
 @dataclass
 class Run:
     path: Path
     recipe: Recipe
     rows: list[dict[str, Any]]
     command: str | None = None
+    variant_from: str = "recipe"
 
     @property
     def variant(self) -> str:
+        """The recipe's name, or (``variant_from="folder"``) the run folder's name without its seed suffix
+        (``fast-s0`` -> ``fast``), for runs of one recipe with different ``--set`` options."""
+        if self.variant_from == "folder":
+            return _SEED_SUFFIX.sub("", self.path.name)
         return self.recipe.name
 
     @property
@@ -58,6 +68,8 @@ class Run:
         out = []
         for r in self.rows:
             v = r.get(key)
+            if key == GAP and isinstance(r.get("logits/real"), (int, float)):
+                v = r["logits/real"] - r.get("logits/fake", math.nan)
             if isinstance(v, (int, float)) and math.isfinite(v):
                 out.append((int(r["step"]), float(v)))
         return out
@@ -93,7 +105,7 @@ class Variant:
         return self.runs[0].recipe
 
 
-def load_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
+def load_runs(run_dirs: Sequence[str | Path], variant_from: str = "recipe") -> list[Run]:
     from .training.logs import read_metrics
 
     runs = []
@@ -104,7 +116,7 @@ def load_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
             raise ReportError(f"{path}: not a ganzoo run folder (no recipe.yaml)")
         cmd_file = path / "command.txt"
         runs.append(Run(path, load_recipe(recipe_file), read_metrics(path),
-                        cmd_file.read_text().strip() if cmd_file.is_file() else None))
+                        cmd_file.read_text().strip() if cmd_file.is_file() else None, variant_from))
     if not runs:
         raise ReportError("report: no run folders given")
     return runs
@@ -145,7 +157,7 @@ def _mean_std(values: list[float | None], digits: int = 2) -> str:
     return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
 
 
-def _plot_curves(variants: list[Variant], key: str, out: Path) -> bool:
+def _plot_curves(variants: list[Variant], key: str, out: Path, ylabel: str | None = None) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,15 +171,16 @@ def _plot_curves(variants: list[Variant], key: str, out: Path) -> bool:
             s = run.series(key)
             if s:
                 xs, ys = zip(*s)
-                ax.plot(xs, ys, color=color, marker="o", ms=3, lw=1.2, alpha=0.85,
+                ax.plot(xs, ys, color=color, marker="o" if len(xs) <= 60 else None, ms=3, lw=1.2, alpha=0.85,
                         label=v.name if j == 0 else None, ls="-" if j == 0 else "--")
                 drew = True
     if not drew:
         plt.close(fig)
         return False
+    what = key.split("/")[-1].upper()
     ax.set_xlabel("G step")
-    ax.set_ylabel(key.split("/")[-1].upper() + " (lower is better)")
-    ax.set_title(f"{key.split('/')[-1].upper()} against training step (solid: first seed, dashed: others)")
+    ax.set_ylabel(ylabel or what + " (lower is better)")
+    ax.set_title(f"{ylabel or what} against training step (solid: first seed, dashed: others)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
@@ -207,11 +220,12 @@ def _plot_final(variants: list[Variant], key: str, out: Path) -> bool:
 
 def build_report(
     run_dirs: Sequence[str | Path], out: str | Path, command: Sequence[str] | None = None,
-    title: str | None = None, notes: str | None = None, paper_table: bool = True,
+    title: str | None = None, notes: str | None = None, paper_table: bool = True, variant_from: str = "recipe",
 ) -> Path:
-    """Write the markdown report ``out`` and its assets folder (``out`` without ``.md``)."""
+    """Write the markdown report ``out`` and its assets folder (``out`` without ``.md``). Runs are grouped
+    into variants by recipe name (``variant_from="folder"``: by folder name without ``-s<seed>``)."""
     out = Path(out)
-    runs = load_runs(run_dirs)
+    runs = load_runs(run_dirs, variant_from)
     variants = group(runs)
     assets = out.with_suffix("")
     if assets.exists():
@@ -242,9 +256,13 @@ def build_report(
             f"| {_mean_std(kid)} | {len(v.runs)} |"
         )
     lines.append("")
-    for key, fname, caption in (("eval/fid", "fid_vs_step.png", "FID against step"),
-                                ("eval/kid", "kid_vs_step.png", "KID against step")):
-        if _plot_curves(variants, key, assets / fname):
+    for key, fname, caption, ylabel in (
+        ("eval/fid", "fid_vs_step.png", "FID against step", None),
+        ("eval/kid", "kid_vs_step.png", "KID against step", None),
+        (GAP, "logit_gap_vs_step.png", "D's logit gap against step",
+         "D's mean real logit - mean fake logit"),
+    ):
+        if _plot_curves(variants, key, assets / fname, ylabel):
             lines += [f"![{caption}]({rel}/{fname})", ""]
     if _plot_final(variants, "eval/fid", assets / "final_fid.png"):
         lines += [f"![final FID per variant]({rel}/final_fid.png)", ""]

@@ -60,6 +60,10 @@ def test_recipe_reference_is_up_to_date():
                               ("feat16", "feat32", "feat8", "none", "residual16", "residual32", "residual8")
                               for s in (0, 1)], "ablations/runs/NOTES.md",
      "Where should attention go? SAGAN ablation on CIFAR-10", True, "| 5600 | 31.29 ± 4.90 |"),
+    # the collapse diagnosis and the recipe that replaced it (issue 16): runs grouped by folder name
+    ("quality/collapse.md", [f"quality/runs/{r}" for r in ("fast-s0", "graph-s0", "cand-s0", "cand-s1")],
+     "quality/runs/NOTES.md", "Why SAGAN collapsed on CIFAR-10, and the recipe that replaced it", False,
+     "| 40000 | 202.59 | 32.02 |"),
 ])
 def test_results_pages_are_regenerated_from_the_committed_runs(tmp_path, page, runs, notes, title, paper_table, needle):
     """docs/results.md and docs/ablations/cifar10.md are `ganzoo report` output over the run folders kept
@@ -71,7 +75,8 @@ def test_results_pages_are_regenerated_from_the_committed_runs(tmp_path, page, r
     committed = (REPO / "docs" / page).read_text()
     out = tmp_path / Path(page).name
     build_report(dirs, out, command=["ganzoo", "report", *map(str, dirs), "--out", str(out)],
-                 title=title, notes=(REPO / "docs" / notes).read_text(), paper_table=paper_table)
+                 title=title, notes=(REPO / "docs" / notes).read_text(), paper_table=paper_table,
+                 variant_from="folder" if page.startswith("quality/") else "recipe")
     fresh = out.read_text()
 
     def body(text: str) -> list[str]:

@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--notes", default=None, help="a file whose text is put under the title (budget, caveats)")
     p.add_argument("--paper-table", action=argparse.BooleanOptionalAction, default=True,
                    help="include the SAGAN paper's Table 1 (ImageNet FIDs) for reference")
+    p.add_argument("--variant-from", choices=("recipe", "folder"), default="recipe",
+                   help="group runs into variants by recipe name (default), or by run folder name without its "
+                   "-s<seed> suffix (runs of one recipe with different --set options)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -25,6 +28,6 @@ def main(args: argparse.Namespace) -> int:
 
         notes = Path(args.notes).read_text()
     out = build_report(args.runs, args.out, args.command_line,
-                       title=args.title, notes=notes, paper_table=args.paper_table)
+                       title=args.title, notes=notes, paper_table=args.paper_table, variant_from=args.variant_from)
     print(f"wrote {out}")
     return 0
