@@ -45,33 +45,22 @@ GAP_RELEASE = 0.8  # a gap signal holds until the moving average is below this f
 class CollapseConfig(Section):
     """Watching for collapse: FID rising over evaluations, or D's logit gap running away."""
 
-    enabled: bool = Field(
-        True, description="watch FID and D's logit gap and log collapse/signal (a signal only, unless early_stop)"
-    )
-    early_stop: bool = Field(
-        False, description="stop the run (with a checkpoint; the best-FID one is kept) when the FID rule "
-        "signals collapse; the logit-gap rule alone never stops a run"
-    )
-    fid_margin: float = Field(
-        3.0, ge=0, description="FID points above the best FID so far that count as worse (the larger of "
-        "this and fid_rel_margin * best is used)"
-    )
-    fid_rel_margin: float = Field(
-        0.1, ge=0, description="fraction of the best FID so far that counts as worse (see fid_margin)"
-    )
-    patience: int = Field(
-        2, ge=1, le=1000, description="consecutive evaluations above best + margin before the FID rule signals"
-    )
-    gap_window: int = Field(
-        10, ge=1, le=10000, description="log windows in the moving average of D's logit gap "
-        "(mean real logit - mean fake logit)"
-    )
-    gap_limit: float = Field(
-        5.0, gt=0, description="the gap's moving average must exceed this for the gap rule to signal"
-    )
-    gap_factor: float = Field(
-        2.0, ge=1, description="... and be at least this many times its first full moving average"
-    )
+    enabled: bool = Field(True, description="watch FID and D's logit gap; log collapse/signal (only a signal "
+                          "unless early_stop)")
+    early_stop: bool = Field(False, description="stop the run (with a checkpoint; the best-FID one is kept) "
+                             "when the FID rule signals; the logit-gap rule alone never stops a run")
+    fid_margin: float = Field(3.0, ge=0, description="FID points above the best FID so far that count as "
+                              "worse (the larger of this and fid_rel_margin * best is used)")
+    fid_rel_margin: float = Field(0.1, ge=0, description="fraction of the best FID so far that counts as "
+                                  "worse (see fid_margin)")
+    patience: int = Field(2, ge=1, le=1000, description="consecutive evaluations above best + margin "
+                          "before the FID rule signals")
+    gap_window: int = Field(10, ge=1, le=10000, description="log windows in the moving average of D's logit "
+                            "gap (mean real logit - mean fake logit)")
+    gap_limit: float = Field(5.0, gt=0, description="the gap's moving average must exceed this for the gap rule "
+                             "to signal")
+    gap_factor: float = Field(2.0, ge=1, description="... and be at least this many times its first full moving "
+                              "average (and be rising)")
 
 
 @dataclass
