@@ -55,6 +55,7 @@ RESUMABLE_FIELDS = (
     ("train", "sample_every"),
     ("train", "checkpoint_every"),
     ("train", "keep_last"),
+    ("train", "collapse"),  # ganzoo/training/collapse.py: what is watched, never how steps compute
     ("eval",),
     ("description",),
 )
