@@ -1,6 +1,6 @@
 """Run folders (issue 17): what makes a folder a run folder, and what ``--force`` may delete.
 
-A run folder is recognised by ganzoo's marker ``.ganzoo-run`` (written right after ``recipe.yaml``),
+A run folder is recognised by ganzoo's marker ``ganzoo-run.json`` (written right after ``recipe.yaml``),
 or, for folders written before the marker existed, by a ``recipe.yaml`` with run files beside it; a
 folder that merely holds a file named ``recipe.yaml`` is not one. ``--force`` deletes only what ganzoo
 wrote, and refuses (exit 2, one line, nothing changed) a folder that also holds anything else.

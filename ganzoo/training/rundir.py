@@ -7,7 +7,7 @@ Layout of ``runs/<name>/`` (see docs/training.md)::
     tb/                  TensorBoard event files
     samples/             step-XXXXXXXX.png progress grids from EMA-G and a fixed noise batch
     checkpoints/         step-XXXXXXXX.pt (the last train.keep_last and the best by FID), best.json
-    .ganzoo-run          the marker: {"format": "ganzoo-run", "version": 1, ...}, written right after
+    ganzoo-run.json      the marker: {"format": "ganzoo-run", "version": 1, ...}, written right after
                          recipe.yaml; what makes a folder a run folder (see :func:`is_run_folder`)
 
 ``--force`` removes only what ganzoo writes there (:func:`foreign_entries` lists anything else) and
@@ -29,7 +29,7 @@ from ..atomic import atomic_write_text
 
 RECIPE_FILE = "recipe.yaml"
 SAMPLES_DIR = "samples"
-MARKER_FILE = ".ganzoo-run"
+MARKER_FILE = "ganzoo-run.json"  # visible: a user sees what the folder is (and preflight checks find no hidden files)
 MARKER_FORMAT = "ganzoo-run"
 MARKER_VERSION = 1
 
