@@ -170,6 +170,14 @@ def test_checkpoint_choice_applies_to_run_folders_only(run, tmp_path, capsys):
     code, _, err = in_process(capsys, "sample", run, "--n", 2, "--out", tmp_path / "b.png", "--checkpoint", "best")
     assert code == 2 and "no best checkpoint recorded" in one_line(err)
     assert not (tmp_path / "x").exists() and not (tmp_path / "b.png").exists()
+    code, _, err = in_process(capsys, "export", run, "--out", tmp_path / "exported")
+    assert code == 0, err
+    code, out, err = in_process(capsys, "sample", tmp_path / "exported", "--n", 2, "--out", tmp_path / "c.png",
+                                "--device", "cpu")
+    assert code == 0 and f"{tmp_path / 'exported'} (step 2)" in out, err
+    code, _, err = in_process(capsys, "sample", tmp_path / "exported", "--n", 2, "--out", tmp_path / "c.png",
+                              "--checkpoint", "last")
+    assert code == 2 and "is an export folder" in one_line(err)
 
 
 @pytest.mark.parametrize("name", ["../../untrusted/evil.pt", "/tmp/evil.pt", "sub/step-00000001.pt", "evil.pt"])

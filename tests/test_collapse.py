@@ -135,6 +135,17 @@ def test_state_dict_round_trips_through_json_and_resumes_the_same_watch():
     assert fresh.state_dict() == CollapseMonitor().state_dict()
 
 
+def test_start_resumes_from_a_checkpoint_state_or_else_from_the_metrics():
+    logits, fids = collapsed_logits(), COLLAPSED_FID
+    rows = sorted([{"step": s, "logits/real": r, "logits/fake": f} for s, r, f in logits]
+                  + [{"step": s, "eval/fid": str(fid) if s == 40000 else fid} for s, fid in fids],
+                  key=lambda r: (r["step"], "eval/fid" in r))
+    full = feed_state(logits, fids)
+    assert CollapseMonitor.start(None, rows=rows).state_dict() == full  # "87.7" as metrics.jsonl might hold it
+    assert CollapseMonitor.start({}, state=full, rows=[{"step": 1, "eval/fid": 1.0}]).state_dict() == full
+    assert CollapseMonitor.start(None).state_dict() == CollapseMonitor().state_dict()
+
+
 def feed_state(logits, fids) -> dict:
     monitor = CollapseMonitor()
     feed(monitor, logits, fids)

@@ -97,6 +97,19 @@ class CollapseMonitor:
         self.gap_reason: str | None = None
         self.fired_at: int | None = None
 
+    @classmethod
+    def start(cls, config: CollapseConfig | Mapping[str, Any] | None, state: Mapping[str, Any] | None = None,
+              rows: Iterable[Mapping[str, Any]] = ()) -> "CollapseMonitor":
+        """A monitor for a run that starts or resumes: from a checkpoint's ``collapse`` state when
+        there is one, else by replaying ``rows`` (the resumed run's ``metrics.jsonl``, already cut at
+        the checkpoint's step; none for a new run)."""
+        monitor = cls(config)
+        if state:
+            monitor.load_state_dict(state)
+        else:
+            monitor.replay(rows)
+        return monitor
+
     # ------------------------------------------------------------------ observations
     def observe_eval(self, step: int, fid: float | None) -> CollapseStatus:
         """After an evaluation: its FID (None when FID is not computed: nothing changes)."""
