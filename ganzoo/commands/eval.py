@@ -1,24 +1,27 @@
-"""ganzoo eval RUN_DIR|CKPT [--metrics fid kid] [--num-samples N]"""
+"""ganzoo eval RUN_DIR|CKPT [--metrics fid kid] [--num-samples N] [--checkpoint best|last]"""
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..errors import GanzooError
+from ..training.checkpoint import add_checkpoint_argument
 
 NAME = "eval"
 HELP = "compute sample-quality metrics (fid, kid, is) of EMA-G from a run folder, a checkpoint or an export folder"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", metavar="RUN_DIR|CKPT", help="run folder (latest checkpoint), checkpoint file or export folder")
+    p.add_argument("target", metavar="RUN_DIR|CKPT",
+                   help="run folder (its best or last checkpoint: --checkpoint), checkpoint file or export folder")
     p.add_argument("--metrics", nargs="+", default=None,
                    help="metric names (default: the recipe's eval.metrics, else fid)")
     p.add_argument("--num-samples", type=int, default=None, help="generated samples (default: the recipe's eval.num_samples)")
     p.add_argument("--inception-weights", default=None,
                    help="FID Inception .pth (default: the recipe's eval.inception_weights, else $GANZOO_INCEPTION_WEIGHTS)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the generated samples (default 0)")
-    p.add_argument("--best", action="store_true", help="from a run folder, use the best-FID checkpoint")
+    add_checkpoint_argument(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a line per value")
 
@@ -34,7 +37,10 @@ def main(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise GanzooError(f"eval: --seed must be >= 0, got {args.seed}")
     device = resolve_device(args.device)
-    G, recipe, step, source = open_generator(args.target, device, best=args.best)
+    opened = open_generator(args.target, device, checkpoint=args.checkpoint)
+    if opened.warning:
+        print(f"ganzoo: warning: {opened.warning}", file=sys.stderr)
+    G, recipe = opened.G, opened.recipe
     data = recipe.model_dump(mode="json")
     metrics = args.metrics or [m["type"] for m in data["eval"]["metrics"]] or ["fid"]
     data["eval"]["metrics"] = metrics
@@ -46,10 +52,10 @@ def main(args: argparse.Namespace) -> int:
     evaluator = Evaluator(recipe, device, autocast_dtype(recipe.train.precision, device))
     results = evaluator(G, seed=args.seed)
     if args.json:
-        print(json.dumps({"source": source, "step": step, "num_samples": recipe.eval.num_samples, **results}))
+        print(json.dumps({"source": opened.source, "step": opened.step, "checkpoint": opened.why,
+                          "num_samples": recipe.eval.num_samples, **results}))
     else:
-        at = f" (step {step})" if step is not None else ""
-        print(f"# {source}{at}, {recipe.eval.num_samples} samples")
+        print(f"# {opened.describe()}, {recipe.eval.num_samples} samples")
         for k, v in results.items():
             print(f"{k} {v:.6g}")
     return 0

@@ -1,21 +1,31 @@
-"""ganzoo export RUN_DIR|CKPT --out DIR [--best]"""
+"""ganzoo export RUN_DIR|CKPT --out DIR [--checkpoint best|last]"""
 from __future__ import annotations
 
 import argparse
+import sys
+
+from ..training.checkpoint import add_checkpoint_argument
 
 NAME = "export"
 HELP = "export EMA-G as generator.safetensors + recipe.yaml (load with ganzoo.training.load_generator)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", metavar="RUN_DIR|CKPT", help="run folder (latest checkpoint) or checkpoint file")
+    p.add_argument("target", metavar="RUN_DIR|CKPT", help="run folder (its best or last checkpoint: --checkpoint) "
+                   "or checkpoint file")
     p.add_argument("--out", required=True, help="folder to write generator.safetensors and recipe.yaml into")
-    p.add_argument("--best", action="store_true", help="from a run folder, export the best-FID checkpoint")
+    add_checkpoint_argument(p)
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..training.export import RECIPE_FILE, WEIGHTS_FILE, export_generator
+    from ..training.checkpoint import select_checkpoint
+    from ..training.export import RECIPE_FILE, WEIGHTS_FILE, check_output, export_choice
 
-    out = export_generator(args.target, args.out, best=args.best)
-    print(f"wrote {out / WEIGHTS_FILE} and {out / RECIPE_FILE}")
+    out = check_output(args.out, "export: --out", folder=True)  # before reading anything
+    choice = select_checkpoint(args.target, args.checkpoint)
+    if choice.warning:
+        print(f"ganzoo: warning: {choice.warning}", file=sys.stderr)
+    step = export_choice(choice, out)
+    why = "" if choice.why == "file" else f", {choice.why}"
+    print(f"wrote {out / WEIGHTS_FILE} and {out / RECIPE_FILE} from {choice.path} (step {step}{why})")
     return 0

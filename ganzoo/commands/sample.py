@@ -1,32 +1,36 @@
-"""ganzoo sample RUN_DIR|CKPT|EXPORT_DIR --n 64 --out grid.png [--class K] [--seed S]"""
+"""ganzoo sample RUN_DIR|CKPT|EXPORT_DIR --n 64 --out grid.png [--class K] [--seed S] [--checkpoint best|last]"""
 from __future__ import annotations
 
 import argparse
 import math
 from pathlib import Path
 
+import sys
+
 import torch
 
 from ..errors import GanzooError
+from ..training.checkpoint import add_checkpoint_argument
 
 NAME = "sample"
 HELP = "write a PNG grid of EMA-G samples from a run folder, a checkpoint or an export folder"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", metavar="RUN_DIR|CKPT", help="run folder (latest checkpoint), checkpoint file or export folder")
+    p.add_argument("target", metavar="RUN_DIR|CKPT",
+                   help="run folder (its best or last checkpoint: --checkpoint), checkpoint file or export folder")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--class", dest="cls", type=int, default=None,
                    help="class index for every sample (conditional G; default: classes spread over the grid)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--columns", type=int, default=None, help="images per row (default: about sqrt(n))")
-    p.add_argument("--best", action="store_true", help="from a run folder, use the best-FID checkpoint")
+    add_checkpoint_argument(p)
     p.add_argument("--device", default="auto")
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..training.export import open_generator
+    from ..training.export import check_output, open_generator
     from ..training.loop import resolve_device
     from ..training.sampling import generate, save_grid
 
@@ -37,14 +41,16 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise GanzooError(f"sample: --out {out}: must be a .png file")
-    if not out.parent.exists():
-        raise GanzooError(f"sample: --out {out}: folder {out.parent} does not exist")
+    check_output(out, "sample: --out")
     device = resolve_device(args.device)
-    G, recipe, step, source = open_generator(args.target, device, best=args.best)
+    opened = open_generator(args.target, device, checkpoint=args.checkpoint)
+    if opened.warning:
+        print(f"ganzoo: warning: {opened.warning}", file=sys.stderr)
+    G, recipe = opened.G, opened.recipe
     nc = recipe.num_classes
     if args.cls is not None:
         if nc == 0:
-            raise GanzooError(f"sample: --class: {source} is unconditional (num_classes 0)")
+            raise GanzooError(f"sample: --class: {opened.source} is unconditional (num_classes 0)")
         if not 0 <= args.cls < nc:
             raise GanzooError(f"sample: --class must be in [0, {nc}), got {args.cls}")
     g = torch.Generator().manual_seed(args.seed)
@@ -58,7 +64,9 @@ def main(args: argparse.Namespace) -> int:
         y = (torch.arange(args.n) // columns) % nc
     amp = torch.bfloat16 if device.type == "cuda" else None
     images = generate(G, z, y, batch_size=256, autocast_dtype=amp)
-    save_grid(out, images, columns)
-    at = f" (step {step})" if step is not None else ""
-    print(f"wrote {out}: {args.n} samples from {source}{at}")
+    try:
+        save_grid(out, images, columns)
+    except OSError as exc:
+        raise GanzooError(f"sample: --out {out}: cannot write ({exc.strerror or exc})") from None
+    print(f"wrote {out}: {args.n} samples from {opened.describe()}")
     return 0

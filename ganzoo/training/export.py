@@ -7,8 +7,10 @@ ganzoo version. No pickle anywhere.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -17,7 +19,7 @@ from .. import __version__
 from ..errors import GanzooError
 from ..recipe import Recipe, dump_recipe, load_recipe, validate
 from ..atomic import atomic_write_bytes, atomic_write_text
-from .checkpoint import load_checkpoint, resolve_checkpoint
+from .checkpoint import GENERATOR_KEYS, CheckpointError, Choice, check_state_shapes, load_checkpoint, select_checkpoint
 
 WEIGHTS_FILE = "generator.safetensors"
 RECIPE_FILE = "recipe.yaml"
@@ -31,34 +33,76 @@ def recipe_of(ckpt: dict[str, Any], source: str) -> Recipe:
 def generator_from_checkpoint(
     ckpt: dict[str, Any], source: str, device: str | torch.device = "cpu", use_ema: bool = True
 ) -> tuple[nn.Module, Recipe]:
-    """Rebuild G from a loaded checkpoint: EMA weights when present (and ``use_ema``), else raw G."""
+    """Rebuild G from a loaded checkpoint: EMA weights when present (and ``use_ema``), else raw G.
+    Weights that do not fit the stored recipe's G are a one-line :class:`CheckpointError`."""
     from .loop import build_generator
 
     recipe = recipe_of(ckpt, source)
     G = build_generator(recipe)
-    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["generator"]
-    G.load_state_dict(state)
+    key = "ema" if use_ema and ckpt.get("ema") is not None else "generator"
+    check_state_shapes(ckpt[key], G, source, key, "the generator of its stored recipe")
+    G.load_state_dict(ckpt[key])
     return G.to(device).eval().requires_grad_(False), recipe
 
 
-def export_generator(target: str | Path, out_dir: str | Path, best: bool = False) -> Path:
-    """Write EMA-G of a checkpoint (or of a run folder's latest/best one) to ``out_dir``."""
+def check_output(path: str | Path, what: str, folder: bool = False) -> Path:
+    """Raise a one-line :class:`GanzooError` unless ``path`` can be written: a file (or, with
+    ``folder``, a folder, which may not exist yet) in a place that takes a real test write. Checked
+    before any work, so a read-only place or a folder named as a file fails at once, creating nothing."""
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise GanzooError(f"{what} {path}: exists and is not a folder")
+        where = path
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        if not where.is_dir():
+            raise GanzooError(f"{what} {path}: cannot create the folder ({where} is not a folder)")
+    else:
+        if path.is_dir():
+            raise GanzooError(f"{what} {path}: is a folder; name a file")
+        where = path.parent
+        if not where.is_dir():
+            raise GanzooError(f"{what} {path}: folder {where} does not exist")
+    try:  # os.access says yes to root on a read-only mount: write a real file
+        fd, probe = tempfile.mkstemp(prefix=".ganzoo-probe.", suffix=".tmp", dir=where)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise GanzooError(f"{what} {path}: cannot write in {where} ({exc.strerror or exc})") from None
+    return path
+
+
+def export_generator(target: str | Path, out_dir: str | Path, best: bool = False,
+                     checkpoint: str | None = None) -> Path:
+    """Write EMA-G of a checkpoint (or of a run folder's best/last one: ``checkpoint``, see
+    :func:`~ganzoo.training.checkpoint.select_checkpoint`; ``best=True`` is ``checkpoint="best"``)
+    to ``out_dir``."""
+    target = Path(target)
+    which = None if target.is_file() else checkpoint or ("best" if best else None)
+    export_choice(select_checkpoint(target, which), out_dir)
+    return Path(out_dir)
+
+
+def export_choice(choice: Choice, out_dir: str | Path) -> int:
+    """Write EMA-G of the chosen checkpoint to ``out_dir`` (weights first, recipe last: a folder with a
+    ``recipe.yaml`` always has matching weights); returns the checkpoint's step."""
     from safetensors.torch import save
 
-    path = resolve_checkpoint(target, best=best)
-    ckpt = load_checkpoint(path)
+    out_dir = check_output(out_dir, "--out", folder=True)
+    path = choice.path
+    ckpt = load_checkpoint(path, need=GENERATOR_KEYS)
     G, recipe = generator_from_checkpoint(ckpt, str(path))
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in G.state_dict().items()}
-    meta = {"step": str(int(ckpt["step"])), "ganzoo_version": __version__, "checkpoint": path.name,
-            "weights": "ema" if ckpt.get("ema") is not None else "generator"}
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GanzooError(f"--out {out_dir}: exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # weights first, recipe last: a folder with a recipe.yaml always has matching weights
-    atomic_write_bytes(out_dir / WEIGHTS_FILE, save(tensors, metadata=meta))
-    atomic_write_text(out_dir / RECIPE_FILE, dump_recipe(recipe))
-    return out_dir
+    meta = {"step": str(ckpt["step"]), "ganzoo_version": __version__, "checkpoint": path.name,
+            "weights": "ema" if ckpt.get("ema") is not None else "generator", "chosen": choice.why}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out_dir / WEIGHTS_FILE, save(tensors, metadata=meta))
+        atomic_write_text(out_dir / RECIPE_FILE, dump_recipe(recipe))
+    except OSError as exc:
+        raise GanzooError(f"--out {out_dir}: cannot write the export ({exc.strerror or exc})") from None
+    return ckpt["step"]
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
@@ -93,20 +137,41 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.M
     return G.to(device).eval().requires_grad_(False)
 
 
+class Opened(NamedTuple):
+    """What :func:`open_generator` gives: G (eval mode), its recipe, the step (None if unknown), the
+    file or folder it came from and why that one (``"best by FID 32.60"``, ``"last"``, ``"file"``,
+    ``"export"``)."""
+
+    G: nn.Module
+    recipe: Recipe
+    step: int | None
+    source: str
+    why: str
+    warning: str | None = None
+
+    def describe(self) -> str:
+        """``PATH (step N, best by FID 32.60)``: which checkpoint was used."""
+        parts = ([f"step {self.step}"] if self.step is not None else []) + \
+            ([self.why] if self.why not in ("file", "export") else [])
+        return f"{self.source} ({', '.join(parts)})" if parts else self.source
+
+
 def open_generator(
-    target: str | Path, device: str | torch.device = "cpu", best: bool = False
-) -> tuple[nn.Module, Recipe, int | None, str]:
-    """EMA-G (eval mode) from a checkpoint, a run folder (latest or best checkpoint) or an export
-    folder: ``(G, recipe, step or None, source description)``."""
+    target: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None
+) -> Opened:
+    """EMA-G (eval mode) from a checkpoint, a run folder (its best or last checkpoint: ``checkpoint``,
+    see :func:`~ganzoo.training.checkpoint.select_checkpoint`) or an export folder."""
     target = Path(target)
     if target.is_dir() and (target / WEIGHTS_FILE).is_file():
         from safetensors import safe_open
 
+        if checkpoint is not None:
+            raise CheckpointError(f"--checkpoint {checkpoint}: {target} is an export folder (it holds one generator)")
         G = load_generator(target, device)
         with safe_open(str(target / WEIGHTS_FILE), "pt") as f:
             step = (f.metadata() or {}).get("step")
-        return G, G.recipe, int(step) if step is not None else None, str(target)
-    path = resolve_checkpoint(target, best=best)
-    ckpt = load_checkpoint(path)
-    G, recipe = generator_from_checkpoint(ckpt, str(path), device)
-    return G, recipe, int(ckpt["step"]), str(path)
+        return Opened(G, G.recipe, int(step) if step is not None and step.isdigit() else None, str(target), "export")
+    choice = select_checkpoint(target, checkpoint)
+    ckpt = load_checkpoint(choice.path, need=GENERATOR_KEYS)
+    G, recipe = generator_from_checkpoint(ckpt, str(choice.path), device)
+    return Opened(G, recipe, ckpt["step"], str(choice.path), choice.why, choice.warning)
