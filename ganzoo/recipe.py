@@ -255,8 +255,6 @@ def _os_problem(exc: OSError | ValueError) -> str:
 def _path_problem(path: Path) -> str | None:
     """Why ``path`` cannot be a recipe file, or None. Checks the name and ``stat`` only (never opens
     it), so a FIFO, a device or another program's file is refused before anything is read."""
-    if path.suffix.lower() not in RECIPE_SUFFIXES:
-        return "not a recipe file: its name must end in .yaml or .yml"
     try:
         st = os.stat(path)
         real = os.path.realpath(path)
@@ -264,6 +262,8 @@ def _path_problem(path: Path) -> str | None:
         return _os_problem(exc)
     if stat.S_ISDIR(st.st_mode):
         return "is a directory, not a recipe file"
+    if path.suffix.lower() not in RECIPE_SUFFIXES:
+        return "not a recipe file: its name must end in .yaml or .yml"
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file (a device, FIFO or socket); a recipe must be a regular .yaml file"
     if Path(real).suffix.lower() not in RECIPE_SUFFIXES:
