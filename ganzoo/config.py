@@ -56,18 +56,27 @@ class _Checked(BaseModel):
         return self
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be any recipe's ``name`` (every loader refuses it), or None: control
+    characters, or more bytes than a folder name can hold."""
+    problem = control_char_problem(name)
+    if problem:
+        return problem
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > NAME_MAX_BYTES:
+        return f"too long for a run folder name ({size} bytes in UTF-8; at most {NAME_MAX_BYTES})"
+    return None
+
+
 def run_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a run folder, or None (the rules ``ganzoo run``, ``ablate`` and
     ``validate`` share)."""
-    problem = control_char_problem(name)
+    problem = name_problem(name)
     if problem:
         return problem
     if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
         return ("cannot be a run folder name (no '/', '\\', leading or trailing spaces; not '.' or '..'); "
                 "pass --name")
-    size = len(name.encode("utf-8", "surrogatepass"))
-    if size > NAME_MAX_BYTES:
-        return f"too long for a run folder name ({size} bytes; at most {NAME_MAX_BYTES}); pass --name"
     return None
 
 

@@ -20,8 +20,8 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .blockref import REF_KEY, SCHEMA_DEFS, Block
-from .config import BlockConfig, Section, number_problem
-from .errors import RecipeError, control_char_problem, flatten
+from .config import BlockConfig, Section, name_problem, number_problem
+from .errors import RecipeError, flatten
 
 MAX_BASE_DEPTH = 16
 
@@ -431,7 +431,7 @@ def validate(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
     _check_values(data, source)
     name = data.get("name") if isinstance(data, dict) else None
     if isinstance(name, str):
-        problem = control_char_problem(name)
+        problem = name_problem(name)
         if problem:
             raise RecipeError(source, problem, ("name",))
     try:

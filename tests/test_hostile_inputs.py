@@ -241,6 +241,10 @@ def test_paths_and_names_too_long_for_the_file_system_are_one_line_errors(tmp_pa
         path = on_quickstart(tmp_path / "n.yaml", f"name: {name}\n")
         line = one_error(*cli(capsys, "validate", path)[::2], path)
         assert line.startswith(f"{path}: name: ") and expect in line, line
+    # run refuses the long name before any folder is made (it was an ENAMETOOLONG traceback)
+    path = on_quickstart(tmp_path / "n.yaml", f"name: {'é' * 150}\n")
+    line = one_error(*cli(capsys, "run", path, "--out", tmp_path / "runs", "--device", "cpu")[::2], path)
+    assert "too long for a run folder name" in line and not (tmp_path / "runs").exists()
 
 
 # ----------------------------------------------------------------------------- plugins
