@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..config import check_run_name
-from ..errors import GanzooError
+from ..errors import GanzooError, escape
 from ..recipe import load_recipe
 from ..reporting import build_report, check_output, read_notes
 from .validate import add_set_argument
@@ -103,7 +103,7 @@ def _main(args: argparse.Namespace) -> int:
     while todo or running:
         while todo and len(running) < max(1, args.jobs):
             job = todo.pop(0)
-            print(f"start {job['name']}: {shlex.join(job['cmd'])}", flush=True)
+            print(escape(f"start {job['name']}: {shlex.join(job['cmd'])}"), flush=True)
             running.append((job, _start(job, out / "logs"), time.time()))
         time.sleep(0.5)
         for item in list(running):
@@ -118,13 +118,13 @@ def _main(args: argparse.Namespace) -> int:
                 print(f"done  {job['name']} ({time.time() - t0:.0f} s)", flush=True)
             else:
                 failed.append(job["name"])
-                print(f"FAILED {job['name']} (exit {proc.returncode}; log: {out / 'logs' / (job['name'] + '.log')})",
+                print(escape(f"FAILED {job['name']} (exit {proc.returncode}; log: {out / 'logs' / (job['name'] + '.log')})"),
                       file=sys.stderr, flush=True)
     finished = [j["dir"] for j in jobs if (j["dir"] / DONE).is_file()]
     if finished:
         build_report(finished, report, args.command_line,
                      title=args.title, notes=notes)
-        print(f"wrote {report}")
+        print(f"wrote {escape(str(report))}")
     if failed:
         raise GanzooError(f"ablate: {len(failed)} run(s) failed: {', '.join(failed)}; rerun the same command to resume")
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import escape
 from ..reporting import build_report, read_notes
 
 NAME = "report"
@@ -22,5 +23,5 @@ def main(args: argparse.Namespace) -> int:
     notes = read_notes(args.notes) if args.notes else None
     out = build_report(args.runs, args.out, args.command_line,
                        title=args.title, notes=notes, paper_table=args.paper_table)
-    print(f"wrote {out}")
+    print(f"wrote {escape(str(out))}")
     return 0
