@@ -370,7 +370,11 @@ def load_raw(path: str | os.PathLike[str], _chain: tuple[Path, ...] = ()) -> dic
                           ("base",))
     if problem:
         raise RecipeError(str(path), f"base recipe '{_show(base)}': {problem}", ("base",))
-    return deep_merge(load_raw(base_path, (*_chain, resolved)), data)
+    merged_base = load_raw(base_path, (*_chain, resolved))
+    try:
+        return deep_merge(merged_base, data)
+    except RecursionError:
+        raise RecipeError(str(path), "nesting too deep") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -446,7 +450,10 @@ def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
     """Load, merge bases, apply overrides and validate: the one entry point for recipe files."""
     data = load_raw(path)
     if overrides:
-        data = apply_overrides(data, overrides)
+        try:
+            data = apply_overrides(data, overrides)
+        except RecursionError:
+            raise RecipeError(str(path), "nesting too deep") from None
     return validate(data, str(path))
 
 
