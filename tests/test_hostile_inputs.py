@@ -263,7 +263,7 @@ def _fake_distribution(site: Path, dist: str, namespace: str) -> None:
             type: Literal["{namespace}.from_{module}"] = "{namespace}.from_{module}"
 
         class Block:
-            '''registered by {dist}'''
+            '''registered by {dist} \\x1b]0;title\\x07\\x1b[2J'''
             def __init__(self, cfg, channels=0):
                 pass
 
@@ -285,6 +285,8 @@ def test_two_distributions_claiming_one_namespace_are_both_reported_and_neither_
     warnings = [line for line in out.stderr.splitlines() if "PluginWarning" in line]
     assert len(warnings) == 1, out.stderr
     assert "zoo-first 0.0.1" in warnings[0] and "zoo-second 0.0.1" in warnings[0] and "'shared'" in warnings[0]
+    # a plugin's docstring is printed with its control characters escaped
+    assert "registered by zoo-alone \\x1b]0;title\\x07\\x1b[2J" in out.stdout and ESC not in out.stdout
 
 
 # ----------------------------------------------------------------------------- start-up
