@@ -10,7 +10,8 @@ named ``example.<something>``, so a plugin can never shadow a built-in or anothe
 is either a callable, called once with the :mod:`ganzoo.registry` module, or a module whose import
 registers its blocks.
 
-Set ``GANZOO_DISABLE_PLUGINS=1`` to load the built-in blocks only. Plugins are loaded once, lazily, on the first use of any registry. A plugin that fails to import or
+Set ``GANZOO_DISABLE_PLUGINS=1`` to load the built-in blocks only. Plugins are loaded once, lazily, on the first use of any registry. Two distributions that claim one
+entry-point name (one namespace) are both skipped, with one warning naming both. A plugin that fails to import or
 to register anything is rolled back (none of its blocks stay registered) and reported in one
 :class:`PluginWarning` naming its distribution and the error; everything else keeps working.
 """
@@ -23,6 +24,8 @@ import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING
+
+from .errors import escape
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import Registry
@@ -91,14 +94,34 @@ def load_all(force: bool = False) -> dict[str, PluginInfo]:
             _builtins()
             disabled = os.environ.get("GANZOO_DISABLE_PLUGINS", "") not in ("", "0")
             eps = [] if disabled else md.entry_points(group=GROUP)
-            for ep in sorted(eps, key=lambda e: e.name):
-                if ep.name in LOADED and not force:
+            by_name: dict[str, list[md.EntryPoint]] = {}
+            for ep in eps:
+                by_name.setdefault(ep.name, []).append(ep)
+            for name in sorted(by_name):
+                if name in LOADED and not force:
                     continue
-                _load_one(ep)
+                claims = {_dist_of(ep): ep for ep in by_name[name]}  # one per distribution
+                if len(claims) > 1:
+                    _conflict(name, claims)
+                else:
+                    _load_one(next(iter(claims.values())))
             _state["loaded"] = True
         finally:
             _state["loading"] = False
     return LOADED
+
+
+def _conflict(name: str, claims: dict[tuple[str, str], md.EntryPoint]) -> None:
+    """Several distributions claim one namespace: none of them is loaded (whichever came first on
+    sys.path would otherwise win silently, and recipes would mean different blocks on different
+    machines); one warning names them all."""
+    dists = sorted(f"{d} {v}" for d, v in claims)
+    info = PluginInfo(name, " and ".join(d for d, _ in sorted(claims)), "", ", ".join(ep.value for ep in claims.values()))
+    info.error = (f"the namespace '{name}' is claimed by several distributions ({', '.join(dists)}); "
+                  "none of them was loaded: uninstall all but one")
+    LOADED[name] = info
+    warnings.warn(escape(f"ganzoo plugins from distributions {' and '.join(dists)} were skipped: {info.error}"),
+                  PluginWarning, stacklevel=3)
 
 
 def _load_one(ep: md.EntryPoint) -> None:
@@ -126,9 +149,9 @@ def _load_one(ep: md.EntryPoint) -> None:
             reg.unregister(name)
         del _registered[start:]
         info.blocks.clear()
-        info.error = f"{type(exc).__name__}: {exc}"
+        info.error = escape(f"{type(exc).__name__}: {exc}")
         warnings.warn(
-            f"ganzoo plugin '{ep.name}' from distribution {dist} {version} was skipped: {info.error}",
+            escape(f"ganzoo plugin '{ep.name}' from distribution {dist} {version} was skipped: {info.error}"),
             PluginWarning,
             stacklevel=2,
         )

@@ -10,7 +10,9 @@ Every problem is reported as ``FILE: dotted.field.path: message`` (:class:`ganzo
 from __future__ import annotations
 
 import copy
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -18,7 +20,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .blockref import REF_KEY, SCHEMA_DEFS, Block
-from .config import BlockConfig, Section
+from .config import BlockConfig, Section, name_problem, number_problem
 from .errors import RecipeError, flatten
 
 MAX_BASE_DEPTH = 16
@@ -214,22 +216,113 @@ def _many(problems: list[tuple[tuple[str, ...], str]]):
 
 
 # ----------------------------------------------------------------------------- loading
-def _read_yaml(path: Path) -> dict[str, Any]:
+MAX_RECIPE_BYTES = 1 << 20  # 1 MiB: the largest recipe is a few KiB; this bounds memory and parse time
+MAX_VALUES = 100_000  # values in a recipe after expanding YAML aliases ("billion laughs" stay small)
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+# libyaml's parser where available: a 10 MB document took 169 s in the pure-Python one
+_YamlBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class HugeInt(str):
+    """An integer literal Python refuses to convert (more digits than sys.get_int_max_str_digits()).
+    Kept as its text so that :func:`validate` reports it as ``FIELD: integer too large``."""
+
+
+class _Loader(_YamlBase):  # type: ignore[misc,valid-type]
+    """``yaml.safe_load``'s constructors (no Python tags), C parser, huge integers kept as text."""
+
+
+def _construct_int(loader: Any, node: Any) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError:  # int-str conversion limit (sys.set_int_max_str_digits)
+        return HugeInt(loader.construct_scalar(node))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader: no Python objects)
+
+
+def _show(text: str, limit: int = 120) -> str:
+    """A user-supplied string for a message: at most ``limit`` characters (escaping happens at output)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def _os_problem(exc: OSError | ValueError) -> str:
+    if isinstance(exc, ValueError):  # e.g. an embedded NUL byte
+        return "not a valid path"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "path too long for the file system"
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return "file not found"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return f"cannot read: {exc.strerror or exc}"
+
+
+def _path_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a recipe file, or None. Checks the name and ``stat`` only (never opens
+    it), so a FIFO, a device or another program's file is refused before anything is read."""
+    try:
+        st = os.stat(path)
+        real = os.path.realpath(path)
+    except (OSError, ValueError) as exc:
+        return _os_problem(exc)
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a recipe file"
+    if path.suffix.lower() not in RECIPE_SUFFIXES:
+        return "not a recipe file: its name must end in .yaml or .yml"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a device, FIFO or socket); a recipe must be a regular .yaml file"
+    if Path(real).suffix.lower() not in RECIPE_SUFFIXES:
+        return "not a recipe file: it links to a file whose name does not end in .yaml or .yml"
+    if st.st_size > MAX_RECIPE_BYTES:
+        return f"too large: {st.st_size} bytes (a recipe is at most {MAX_RECIPE_BYTES} bytes)"
+    return None
+
+
+def _read_bytes(path: Path) -> bytes:
+    """Read at most MAX_RECIPE_BYTES of a regular file, never blocking on a FIFO swapped in."""
     src = str(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise RecipeError(src, "file not found") from None
-    except IsADirectoryError:
-        raise RecipeError(src, "is a directory, not a recipe file") from None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError) as exc:
+        raise RecipeError(src, _os_problem(exc)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RecipeError(src, "not a regular file (a device, FIFO or socket); a recipe must be a regular .yaml file")
+        chunks, size = [], 0
+        while size <= MAX_RECIPE_BYTES:
+            chunk = os.read(fd, MAX_RECIPE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
     except OSError as exc:
-        raise RecipeError(src, f"cannot read: {exc.strerror or exc}") from None
+        raise RecipeError(src, _os_problem(exc)) from None
+    finally:
+        os.close(fd)
+    if size > MAX_RECIPE_BYTES:
+        raise RecipeError(src, f"too large: more than {MAX_RECIPE_BYTES} bytes (a recipe is at most {MAX_RECIPE_BYTES} bytes)")
+    return b"".join(chunks)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    src = str(path)
+    problem = _path_problem(path)
+    if problem:
+        raise RecipeError(src, problem)
+    raw = _read_bytes(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecipeError(src, f"not UTF-8 text (byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = _yaml_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -241,6 +334,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise RecipeError(src, "empty recipe")
     if not isinstance(data, dict):
         raise RecipeError(src, f"a recipe must be a mapping of fields, got {type(data).__name__}")
+    known = set(Recipe.model_fields) | {"base"}
+    if data and not any(isinstance(k, str) and k in known for k in data):
+        # say nothing of its content: it may be another program's file named .yaml
+        raise RecipeError(src, f"not a ganzoo recipe: none of its {len(data)} top-level keys is a recipe field "
+                               "(name, resolution, data, generator, discriminator, train, ... or base)")
     return data
 
 
@@ -255,10 +353,17 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, ValueError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
 def load_raw(path: str | os.PathLike[str], _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a recipe file and its ``base:`` chain into one merged mapping (not yet validated)."""
     path = Path(path)
-    resolved = path.resolve()
+    resolved = _resolved(path)
     if resolved in _chain:
         cycle = " -> ".join(p.name for p in (*_chain, resolved))
         raise RecipeError(str(path), f"cyclic base: {cycle}", ("base",))
@@ -271,9 +376,17 @@ def load_raw(path: str | os.PathLike[str], _chain: tuple[Path, ...] = ()) -> dic
     if not isinstance(base, str) or not base:
         raise RecipeError(str(path), "must be a path to another recipe (relative to this file)", ("base",))
     base_path = path.parent / base
-    if not base_path.is_file():
-        raise RecipeError(str(path), f"base recipe '{base}' not found (looked for {base_path})", ("base",))
-    return deep_merge(load_raw(base_path, (*_chain, resolved)), data)
+    problem = _path_problem(base_path)
+    if problem == "file not found":
+        raise RecipeError(str(path), f"base recipe '{_show(base)}' not found (looked for {_show(str(base_path))})",
+                          ("base",))
+    if problem:
+        raise RecipeError(str(path), f"base recipe '{_show(base)}': {problem}", ("base",))
+    merged_base = load_raw(base_path, (*_chain, resolved))
+    try:
+        return deep_merge(merged_base, data)
+    except RecursionError:
+        raise RecipeError(str(path), "nesting too deep") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -282,11 +395,15 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise RecipeError("--set", f"'{item}' is not of the form path.to.field=value")
+            raise RecipeError("--set", f"'{_show(item)}' is not of the form path.to.field=value")
+        if len(text) > MAX_RECIPE_BYTES:
+            raise RecipeError("--set", f"value too large: {len(text)} characters", key.strip().split("."))
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = _yaml_load(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
+        except RecursionError:
+            raise RecipeError("--set", "value nested too deep", key.strip().split(".")) from None
         parts = key.strip().split(".")
         node: Any = data
         for i, part in enumerate(parts[:-1]):
@@ -303,7 +420,36 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
+def _check_values(data: Any, source: str) -> None:
+    """Numbers every field must satisfy, before the models see them: integers Python can convert and
+    that fit in 64 bits, finite floats of a sane size (:func:`ganzoo.config.number_problem`); and at
+    most MAX_VALUES values after YAML aliases are expanded."""
+    count = 0
+    stack: list[tuple[tuple[str, ...], Any]] = [((), data)]
+    while stack:
+        loc, node = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise RecipeError(source, f"too many values (more than {MAX_VALUES} after expanding YAML aliases)")
+        if isinstance(node, HugeInt):
+            raise RecipeError(source, f"integer too large ({len(node)} characters)", loc)
+        if isinstance(node, dict):
+            stack.extend(((*loc, str(k)), v) for k, v in reversed(list(node.items())))
+        elif isinstance(node, (list, tuple)):
+            stack.extend(((*loc, str(i)), v) for i, v in reversed(list(enumerate(node))))
+        else:
+            problem = number_problem(node)
+            if problem:
+                raise RecipeError(source, problem, loc)
+
+
 def validate(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    _check_values(data, source)
+    name = data.get("name") if isinstance(data, dict) else None
+    if isinstance(name, str):
+        problem = name_problem(name)
+        if problem:
+            raise RecipeError(source, problem, ("name",))
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
@@ -316,7 +462,10 @@ def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
     """Load, merge bases, apply overrides and validate: the one entry point for recipe files."""
     data = load_raw(path)
     if overrides:
-        data = apply_overrides(data, overrides)
+        try:
+            data = apply_overrides(data, overrides)
+        except RecursionError:
+            raise RecipeError(str(path), "nesting too deep") from None
     return validate(data, str(path))
 
 

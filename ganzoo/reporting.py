@@ -225,9 +225,60 @@ def build_report(
     """Write the markdown report ``out`` and its assets folder (``out`` without ``.md``). Runs are grouped
     into variants by recipe name (``variant_from="folder"``: by folder name without ``-s<seed>``)."""
     out = Path(out)
+    assets = check_output(out)
     runs = load_runs(run_dirs, variant_from)
     variants = group(runs)
+    try:
+        return _write_report(runs, variants, out, assets, command, title, notes, paper_table)
+    except OSError as exc:
+        where = exc.filename or out
+        raise ReportError(f"{where}: cannot write the report: {exc.strerror or exc}") from None
+
+
+MAX_NOTES_BYTES = 1 << 20
+
+
+def read_notes(path: str | Path) -> str:
+    """The text of a ``--notes`` file: a regular UTF-8 file of at most 1 MiB, else a one-line error."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ReportError(f"{path}: --notes must be a regular text file")
+        if st.st_size > MAX_NOTES_BYTES:
+            raise ReportError(f"{path}: --notes file too large ({st.st_size} bytes; at most {MAX_NOTES_BYTES})")
+        return Path(path).read_bytes()[:MAX_NOTES_BYTES].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReportError(f"{path}: --notes is not UTF-8 text (byte {exc.start})") from None
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: cannot read --notes: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def check_output(out: Path) -> Path:
+    """Refuse an ``--out`` that is not a ``.md`` file or whose assets folder (``out`` without ``.md``,
+    which a report replaces) holds anything a report did not write; return the assets folder."""
+    if out.suffix.lower() != ".md":
+        raise ReportError(f"{out}: --out must name the report's markdown file (ending in .md)")
+    if out.is_dir():
+        raise ReportError(f"{out}: is a directory; --out must name the report's markdown file")
     assets = out.with_suffix("")
+    try:
+        if assets.is_symlink() or (assets.exists() and not assets.is_dir()):
+            raise ReportError(f"{assets}: exists and is not a folder; a report puts its images there: choose another --out")
+        if assets.is_dir():
+            foreign = [p for p in assets.iterdir() if p.is_symlink() or not p.is_file() or p.suffix.lower() != ".png"]
+            if foreign:
+                raise ReportError(f"{assets}: holds files a report did not write ({foreign[0].name}); a report "
+                                  "replaces this folder: move them or choose another --out")
+    except OSError as exc:
+        raise ReportError(f"{assets}: cannot use the report's image folder: {exc.strerror or exc}") from None
+    return assets
+
+
+def _write_report(runs: list[Run], variants: list[Variant], out: Path, assets: Path,
+                  command: Sequence[str] | None, title: str | None, notes: str | None, paper_table: bool) -> Path:
     if assets.exists():
         shutil.rmtree(assets)
     assets.mkdir(parents=True)

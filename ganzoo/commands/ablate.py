@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import GanzooError
+from ..config import check_run_name
+from ..errors import GanzooError, escape
 from ..recipe import load_recipe
-from ..reporting import build_report
+from ..reporting import build_report, check_output, read_notes
 from .validate import add_set_argument
 
 NAME = "ablate"
@@ -62,7 +63,7 @@ def plan(args: argparse.Namespace) -> list[dict]:
         for path in args.recipes:
             overrides = [*args.overrides, *budget, f"seed={seed}"]
             recipe = load_recipe(path, overrides)  # validate everything before running anything
-            name = f"{recipe.name}-s{seed}"
+            name = check_run_name(f"{recipe.name}-s{seed}", str(path))
             run_dir = out / name
             cmd = ["ganzoo", "run", str(path), "--out", str(out), "--name", name, "--device", args.device]
             cmd += [a for o in overrides for a in ("--set", o)]
@@ -82,8 +83,18 @@ def _start(job: dict, log_dir: Path) -> subprocess.Popen:
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        return _main(args)
+    except OSError as exc:  # a read-only or full --out, say: one line, not a traceback
+        raise GanzooError(f"ablate: {exc.filename or args.out}: {exc.strerror or exc}") from None
+
+
+def _main(args: argparse.Namespace) -> int:
     jobs = plan(args)
     out = Path(args.out)
+    report = Path(args.report) if args.report else out / "report.md"
+    check_output(report)  # before hours of training, not after
+    notes = read_notes(args.notes) if args.notes else None
     todo = [j for j in jobs if j["state"] != "done"]
     for j in jobs:
         print(f"{j['name']}: {'finished, skipped' if j['state'] == 'done' else j['state']}")
@@ -92,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
     while todo or running:
         while todo and len(running) < max(1, args.jobs):
             job = todo.pop(0)
-            print(f"start {job['name']}: {shlex.join(job['cmd'])}", flush=True)
+            print(escape(f"start {job['name']}: {shlex.join(job['cmd'])}"), flush=True)
             running.append((job, _start(job, out / "logs"), time.time()))
         time.sleep(0.5)
         for item in list(running):
@@ -107,15 +118,13 @@ def main(args: argparse.Namespace) -> int:
                 print(f"done  {job['name']} ({time.time() - t0:.0f} s)", flush=True)
             else:
                 failed.append(job["name"])
-                print(f"FAILED {job['name']} (exit {proc.returncode}; log: {out / 'logs' / (job['name'] + '.log')})",
+                print(escape(f"FAILED {job['name']} (exit {proc.returncode}; log: {out / 'logs' / (job['name'] + '.log')})"),
                       file=sys.stderr, flush=True)
     finished = [j["dir"] for j in jobs if (j["dir"] / DONE).is_file()]
     if finished:
-        report = Path(args.report) if args.report else out / "report.md"
-        notes = Path(args.notes).read_text() if args.notes else None
         build_report(finished, report, args.command_line,
                      title=args.title, notes=notes)
-        print(f"wrote {report}")
+        print(f"wrote {escape(str(report))}")
     if failed:
         raise GanzooError(f"ablate: {len(failed)} run(s) failed: {', '.join(failed)}; rerun the same command to resume")
     return 0

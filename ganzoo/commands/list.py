@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import escape
 from ..registry import REGISTRIES, registry
 
 NAME = "list"
@@ -16,9 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     kinds = [registry(args.kind)] if args.kind else list(REGISTRIES.values())
-    rows = [(r.kind, e.name, e.source, e.doc) for r in kinds for e in r.list(args.pattern)]
+    # plugins choose their names, docstrings and distribution metadata: never print them raw
+    rows = [(r.kind, escape(e.name), escape(e.source), escape(e.doc)) for r in kinds for e in r.list(args.pattern)]
     if not rows:
-        print(f"no blocks match {args.pattern!r}")
+        print(f"no blocks match {escape(repr(args.pattern))}")
         return 0
     w = [max(len(row[i]) for row in rows) for i in range(3)]
     for kind, name, source, doc in rows:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..reporting import build_report
+from ..errors import escape
+from ..reporting import build_report, read_notes
 
 NAME = "report"
 HELP = "build an ablation report (table, plots, sample grids, commands) from run folders alone"
@@ -22,12 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    notes = None
-    if args.notes:
-        from pathlib import Path
-
-        notes = Path(args.notes).read_text()
+    notes = read_notes(args.notes) if args.notes else None
     out = build_report(args.runs, args.out, args.command_line,
                        title=args.title, notes=notes, paper_table=args.paper_table, variant_from=args.variant_from)
-    print(f"wrote {out}")
+    print(f"wrote {escape(str(out))}")
     return 0

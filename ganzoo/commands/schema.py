@@ -14,7 +14,17 @@ HELP = "print the recipe schema (JSON schema, or the markdown reference in docs/
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["json", "markdown"], default="json")
-    p.add_argument("--indent", type=int, default=2)
+    p.add_argument("--indent", type=_indent, default=2, help="JSON indent, 0 to 16 (default 2)")
+
+
+def _indent(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text[:20]!r}") from None
+    if not 0 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"must be 0 to 16, got {value}")
+    return value
 
 
 def _type(prop: dict[str, Any]) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import RecipeError
+from ..config import check_run_name
+from ..errors import RecipeError, escape, terminal_lines
 from ..recipe import dump_recipe, load_recipe
 
 NAME = "validate"
@@ -29,12 +30,13 @@ def main(args: argparse.Namespace) -> int:
     for path in args.recipes:
         try:
             recipe = load_recipe(path, args.overrides)
+            check_run_name(recipe.name, path)  # what `ganzoo run` would refuse as the run folder's name
         except RecipeError as exc:
             bad += 1
-            print(str(exc), file=sys.stderr)
+            print("\n".join(terminal_lines(exc)), file=sys.stderr)
             continue
         if args.print:
-            print(f"# {path}\n{dump_recipe(recipe)}")
+            print(f"# {escape(path)}\n{dump_recipe(recipe)}")
         else:
-            print(f"{path}: ok ({recipe.name})")
+            print(f"{escape(path)}: ok ({recipe.name})")
     return 2 if bad else 0
