@@ -32,7 +32,7 @@ def generator_from_checkpoint(
     ckpt: dict[str, Any], source: str, device: str | torch.device = "cpu", use_ema: bool = True
 ) -> tuple[nn.Module, Recipe]:
     """Rebuild G from a loaded checkpoint: EMA weights when present (and ``use_ema``), else raw G."""
-    from .loop import build_generator
+    from .build import build_generator
 
     recipe = recipe_of(ckpt, source)
     G = build_generator(recipe)
@@ -71,7 +71,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.M
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .loop import build_generator
+    from .build import build_generator
 
     path = Path(path)
     recipe_path, weights_path = path / RECIPE_FILE, path / WEIGHTS_FILE
