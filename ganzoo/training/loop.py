@@ -74,6 +74,8 @@ def train(
         plan = Plan.resolve(recipe, device, world, launched, source)
         dist = distributed.setup(device)  # torchrun: join the process group, take this rank's device
         do_eval = dist.broadcast(do_eval)  # rank 0 evaluates; the others follow its decision
+        if plan.eager_d and dist.is_main:  # train.compile without compiling D: said, not silent
+            print(f"ganzoo: train.compile: {plan.eager_d}", file=sys.stderr)
 
         # ---- 2. build once; the starting state; the strategy; the step
         nets, data = build(recipe, plan, dist.device, source)
