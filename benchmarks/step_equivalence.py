@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from ganzoo.recipe import load_recipe  # noqa: E402
 from ganzoo.training.data import DataSampler  # noqa: E402
-from ganzoo.training.loop import resolve_device  # noqa: E402
+from ganzoo.training.build import resolve_device  # noqa: E402
 from ganzoo.training.step import build_train_step  # noqa: E402
 
 RECIPES = {

@@ -23,7 +23,7 @@ Variants (``--variants``; each is a set of recipe overrides on top of the recipe
     bf16-cl        + channels_last
     bf16-cl-fused  + fused Adam  (= what `ganzoo run` does on CUDA with the defaults, plus channels_last)
     fused-resample + resampling folded into the convs (generator/discriminator.fused_resample=true)
-    compile        + torch.compile of G (default mode; D stays eager without d_concat, see ganzoo/training/step.py)
+    compile        + torch.compile of G (default mode; D stays eager without d_concat, see ganzoo/training/plan.py)
     compile-graph  all-fast-concat + torch.compile of G and D, the compiled kernels captured in the CUDA graph
     compile-dense  compile with attention backend dense (if the Triton attention does not compile)
     dense-attn     bf16-cl-fused with attention backend dense in G and D (instead of auto)
@@ -79,7 +79,7 @@ sys.path.insert(0, str(ROOT))
 from ganzoo.recipe import load_recipe  # noqa: E402
 from ganzoo.training import data as data_mod  # noqa: E402
 from ganzoo.training.data import DataSampler  # noqa: E402
-from ganzoo.training.loop import build_dataset, resolve_device  # noqa: E402
+from ganzoo.training.build import build_dataset, resolve_device  # noqa: E402
 from ganzoo.training.step import build_train_step  # noqa: E402
 
 RECIPES = {

@@ -77,7 +77,7 @@ def test_d_sees_augmented_images_in_both_updates(d_concat):
     gradient flows through it."""
     from ganzoo.recipe import load_recipe
     from ganzoo.training.data import DataSampler
-    from ganzoo.training.loop import build_dataset
+    from ganzoo.training.build import build_dataset
     from ganzoo.training.step import build_train_step
 
     recipe = load_recipe("recipes/quickstart.yaml", [

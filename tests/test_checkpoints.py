@@ -281,7 +281,7 @@ def test_a_checkpoint_with_a_digest_round_trips_and_any_change_is_caught(tmp_pat
 
 # ----------------------------------------------------------------------------- payloads
 def _other_width_generator(ckpt: dict) -> None:
-    from ganzoo.training.loop import build_generator
+    from ganzoo.training.build import build_generator
 
     wide = validate({**ckpt["recipe"], "generator": {**ckpt["recipe"]["generator"], "ch": 8}})
     ckpt["ema"] = ckpt["generator"] = build_generator(wide).state_dict()

@@ -14,8 +14,10 @@ from conftest import tiny_recipe
 from ganzoo.errors import RecipeError
 from ganzoo.recipe import validate
 from ganzoo.training.data import DataSampler
-from ganzoo.training.loop import build_dataset
-from ganzoo.training.step import GRAPH_WARMUP, build_train_step, compiles_d
+from ganzoo.training.build import build_dataset
+from ganzoo.training.graph import GRAPH_WARMUP, CudaGraphRunner
+from ganzoo.training.plan import Plan
+from ganzoo.training.step import build_train_step
 
 
 def _recipe(**train):
@@ -65,7 +67,7 @@ def test_recipe_refuses_what_a_graph_cannot_capture():
 ])
 def test_which_recipes_compile_d(train, regularizer, compiled_d):
     recipe = validate(tiny_recipe(regularizer=regularizer, train={"steps": 2, **train}), "r.yaml")
-    assert compiles_d(recipe) is compiled_d
+    assert Plan.resolve(recipe, torch.device("cpu")).compile_d is compiled_d
 
 
 def test_cuda_graph_is_ignored_on_the_cpu(one_cpu_thread):
@@ -87,7 +89,7 @@ def test_inputs_can_be_passed_to_the_shared_updates(one_cpu_thread):
     eager = _step(_recipe(accumulate=2), cpu)
     a, wa = eager.updates(), _weights(eager)
     given = _step(_recipe(accumulate=2), cpu)
-    d_in, g_in = given._fill_inputs()
+    d_in, g_in = CudaGraphRunner(given).draw_inputs()  # the graph's draws, in the eager order
     b, wb = given.updates(lambda k, i: d_in[k][i], lambda i: g_in[i]), _weights(given)
     assert torch.equal(a, b)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -108,7 +110,7 @@ def test_graph_replay_equals_eager(accumulate, channels_last, d_concat, compile)
     graphed = _step(_recipe(cuda_graph=True, **extra), dev)
     assert graphed.graphed
     b, wb = _run(graphed, 0, n), _weights(graphed)
-    assert graphed._graph is not None
+    assert graphed.graph.graph is not None
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
     _assert_close(wb, wa)
     assert graphed.data.state_dict()["pos"] == eager.data.state_dict()["pos"]
@@ -143,9 +145,9 @@ def test_invalidate_and_new_learning_rate_continue_correctly():
             for group in opt.param_groups:
                 group["lr"] *= 0.5
         s.invalidate_graph()
-        assert s._graph is None
+        assert s.graph is None or s.graph.graph is None
         rows.append(_run(s, n, n))
-        assert s._graph is not None or not graph
+        assert not graph or s.graph.graph is not None
         for opt in (s.g_opt, s.d_opt):
             opt.load_state_dict(opt.state_dict())  # new state tensors: the old graph would miss them
         s.invalidate_graph()

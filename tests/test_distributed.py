@@ -33,6 +33,7 @@ from ganzoo.recipe import validate
 from ganzoo.training import load_checkpoint, train
 from ganzoo.training import distributed
 from ganzoo.training.logs import read_metrics
+from ganzoo.training.plan import Plan
 
 from conftest import SHARED, tiny_recipe
 
@@ -171,8 +172,9 @@ def test_the_global_batch_must_split_over_processes_and_micro_batches(monkeypatc
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", "0")
-    with pytest.raises(GanzooError) as err:  # raised before any process group is joined
-        distributed.setup(torch.device("cpu"), 6, 2, "r.yaml")
+    recipe = validate(tiny_recipe(train={"steps": 1, "batch_size": 6, "accumulate": 2}), "r.yaml")
+    with pytest.raises(GanzooError) as err:  # the plan's rule: checked before any process group is joined
+        Plan.resolve(recipe, torch.device("cpu"), *distributed.world(), source="r.yaml")
     assert "r.yaml: train.batch_size: 6" in str(err.value) and "2 x 2 = 4" in str(err.value)
     monkeypatch.setenv(distributed.TIMEOUT_ENV, "soon")
     with pytest.raises(GanzooError, match="positive number of minutes"):

@@ -29,7 +29,7 @@ def test_ema_spectral_norm_estimates_its_own_weights():
     EMA (what this replaced) gives sigma estimates of the wrong matrix and values far from 1."""
     from conftest import tiny_recipe
     from ganzoo.recipe import Recipe
-    from ganzoo.training.loop import build_generator
+    from ganzoo.training.build import build_generator
 
     recipe = Recipe.model_validate(tiny_recipe(train={"steps": 1}))
     torch.manual_seed(0)

@@ -25,7 +25,7 @@ from conftest import tiny_recipe
 from ganzoo.models._layers import DBlock, GBlock, Layers, shifted_sum
 from ganzoo.recipe import Recipe
 from ganzoo.registry import NORM
-from ganzoo.training.loop import build_discriminator, build_generator
+from ganzoo.training.build import build_discriminator, build_generator
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 

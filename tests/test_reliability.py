@@ -520,7 +520,7 @@ def test_preflight_estimate_is_at_least_a_real_checkpoint_and_scales_with_keep_l
     assert code == 0, err
     (_, path), = list_checkpoints(tmp_path / "runs" / "tiny")
     from ganzoo.recipe import load_recipe
-    from ganzoo.training.loop import build_discriminator, build_generator
+    from ganzoo.training.build import build_discriminator, build_generator
 
     r = load_recipe(recipe)
     G, D = build_generator(r), build_discriminator(r)

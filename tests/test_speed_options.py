@@ -56,7 +56,7 @@ def test_speed_option_defaults():
 
 def test_foreach_ema_equals_a_plain_loop_exactly():
     recipe = _tiny_recipe()
-    from ganzoo.training.loop import build_generator
+    from ganzoo.training.build import build_generator
 
     torch.manual_seed(0)
     G = build_generator(recipe)
@@ -233,7 +233,7 @@ def test_d_concat_gives_the_two_forward_gradients_without_spectral_norm():
 @pytest.mark.parametrize("d_concat", [False, True])
 def test_d_concat_runs_d_once_per_micro_batch(d_concat):
     from ganzoo.training.data import DataSampler
-    from ganzoo.training.loop import build_dataset
+    from ganzoo.training.build import build_dataset
 
     recipe = _tiny_recipe("train.accumulate=2", f"train.d_concat={d_concat}")
     ds = build_dataset(recipe)

@@ -26,7 +26,6 @@ from ganzoo.training import (
     train,
 )
 from ganzoo import atomic as atomic_mod
-from ganzoo.training import loop as loop_mod
 from ganzoo.training import step as step_mod
 from ganzoo.training.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
 from ganzoo.training.checkpoint import prune_checkpoints, resolve_checkpoint

@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
     from ..recipe import validate
     from ..training.evaluation import Evaluator
     from ..training.export import open_generator
-    from ..training.loop import autocast_dtype, resolve_device
+    from ..training.build import autocast_dtype, resolve_device
 
     if args.num_samples is not None and args.num_samples < 2:
         raise GanzooError(f"eval: --num-samples must be at least 2, got {args.num_samples}")

@@ -46,18 +46,16 @@ def main(args: argparse.Namespace) -> int:
 def _main(args: argparse.Namespace) -> int:
     from ..training import train
     from ..training.distributed import is_main_process
-    from ..training.rundir import check_folder_name, resume_recipe
+    from ..training.rundir import check_folder_name
 
     if args.resume and args.force:
         raise GanzooError("run: --resume and --force exclude each other")
     if args.resume:
         run_dir = Path(args.resume)
-        if args.recipe:
-            recipe = load_recipe(args.recipe, args.overrides)
-        else:
-            recipe = resume_recipe(run_dir, None, tuple(args.overrides))
+        # without RECIPE the run's own recipe.yaml (with --set) is resolved by train, once
+        recipe = load_recipe(args.recipe, args.overrides) if args.recipe else None
         result = train(recipe, run_dir, args.device, resume=True, progress=args.progress,
-                       source=args.recipe or str(run_dir / "recipe.yaml"))
+                       source=args.recipe or str(run_dir / "recipe.yaml"), overrides=tuple(args.overrides))
     else:
         if not args.recipe:
             raise GanzooError("run: give a RECIPE to train, or --resume RUN_DIR to continue a run")
@@ -77,7 +75,7 @@ def _main(args: argparse.Namespace) -> int:
     evals = "  ".join(f"{k} {v:.4g}" for k, v in result.eval.items())
     evals = f"; {evals}" if evals else ""
     if result.status == "time_limit":
-        say(f"ganzoo: time limit reached at step {result.step} of {recipe.train.steps}; {where}{evals}; "
+        say(f"ganzoo: time limit reached at step {result.step} of {result.recipe.train.steps}; {where}{evals}; "
               f"continue with: ganzoo run --resume {run_dir}")
         return 0
     if result.status == "stopped":

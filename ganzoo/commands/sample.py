@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..training.export import check_output, open_generator
-    from ..training.loop import resolve_device
+    from ..training.build import resolve_device
     from ..training.sampling import generate, save_grid
 
     if args.n < 1 or args.n > 100000:

@@ -274,7 +274,7 @@ def check_state_shapes(state: Mapping[str, torch.Tensor], model: torch.nn.Module
 
 def _networks_on_meta(recipe: Any) -> dict[str, torch.nn.Module]:
     """G and D of ``recipe`` without memory or RNG draws (meta tensors), for shape checks."""
-    from .loop import build_discriminator, build_generator
+    from .build import build_discriminator, build_generator
 
     try:
         with torch.device("meta"):

@@ -5,7 +5,7 @@ this module is everything that differs (see ``docs/distributed.md``):
 
 * :func:`setup` joins the process group that torchrun's environment describes (``nccl`` on CUDA,
   ``gloo`` on the CPU; collective timeout ``$GANZOO_DIST_TIMEOUT_MINUTES``, default 30), picks this
-  rank's device (``cuda:LOCAL_RANK``) and checks that the global batch splits evenly. Without
+  rank's device (``cuda:LOCAL_RANK``); the run's plan has checked that the global batch splits evenly. Without
   torchrun it returns an inactive :class:`Dist` whose helpers do exactly what a plain run did.
 * **Data**: every rank keeps the same global data order (:class:`~ganzoo.training.data.DataSampler`,
   seeded from the recipe) and takes its contiguous slice of each global micro-batch, so the ranks'
@@ -43,6 +43,8 @@ import torch.distributed as tdist
 from torch import nn
 
 from ..errors import GanzooError
+from .build import seed_everything
+from .plan import Plan
 
 TIMEOUT_ENV = "GANZOO_DIST_TIMEOUT_MINUTES"
 DEFAULT_TIMEOUT_MINUTES = 30.0
@@ -254,18 +256,20 @@ def _device_for_rank(device: torch.device, local_rank: int, world: int) -> torch
     return torch.device("cuda", index)
 
 
-def setup(device: torch.device, batch_size: int, accumulate: int, source: str = "recipe") -> Dist:
+def world() -> tuple[int, bool]:
+    """(number of processes, launched by torchrun) from torchrun's environment, before joining."""
+    if not launched():
+        return 1, False
+    return _env_int("WORLD_SIZE", 1), True
+
+
+def setup(device: torch.device) -> Dist:
     """Join torchrun's process group (once per process) and return this rank's :class:`Dist`;
-    without torchrun an inactive one on ``device``. Checks that ``batch_size`` (the global batch)
-    splits into ``world size x accumulate`` equal micro-batches."""
+    without torchrun an inactive one on ``device``. The batch's split over processes is a rule of
+    the run's plan (:class:`~ganzoo.training.plan.Plan`), checked before this is called."""
     if not launched():
         return Dist(device)
     rank, world, local_rank = _env_int("RANK"), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK")
-    if batch_size % (world * accumulate):
-        raise GanzooError(
-            f"{source}: train.batch_size: {batch_size} (the global batch) must be divisible by the number of "
-            f"processes x train.accumulate = {world} x {accumulate} = {world * accumulate}"
-        )
     device = _device_for_rank(device, local_rank, world)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -345,23 +349,39 @@ def make_latents(d: Dist, seed: int, step: int) -> Latents:
     state = d.broadcast(state.cpu())
     gen = torch.Generator(device=d.device)
     gen.set_state(state)
-    from .loop import seed_everything
-
     seed_everything(rank_seed(seed, d.rank, step))
     d.latents = Latents(d.device, d.rank, d.world_size, gen)
     return d.latents
 
 
-def prepare(d: Dist, train_step: Any, recipe: Any, step: int) -> None:
-    """Make a built :class:`~ganzoo.training.step.TrainStep` data-parallel, after any checkpoint was
-    loaded (``step``: G steps done): data and noise shards, per-rank seeds, synchronised batch norm in
-    G (``train.sync_batchnorm``, with more than one process), DDP wrappers for G and D."""
-    train_step.data.shard(d.rank, d.world_size)
-    if recipe.train.sync_batchnorm and d.sharded:
-        convert_sync_batchnorm(train_step.G, d.device)
-    train_step.G_train = d.wrap(train_step.G)
-    train_step.D_train = d.wrap(train_step.D)
-    train_step.latents = make_latents(d, recipe.seed, step)
+# ----------------------------------------------------------------------------- the strategy
+@dataclass
+class Parallel:
+    """How a :class:`~ganzoo.training.step.TrainStep` runs over processes, given to it at construction:
+    the modules whose forward's backward updates G and D (DDP wrappers under torchrun, else G and D
+    themselves) and G's noise source (:class:`Latents`)."""
+
+    G_train: nn.Module
+    D_train: nn.Module
+    latents: Latents
+
+
+def single(G: nn.Module, D: nn.Module, device: torch.device) -> Parallel:
+    """One process: the networks themselves and the global RNG."""
+    return Parallel(G, D, Latents(device))
+
+
+def strategy(d: Dist, plan: Plan, G: nn.Module, D: nn.Module, data: Any, seed: int, step: int) -> Parallel:
+    """The strategy of a session, after any checkpoint was loaded (``step``: G steps done). Under
+    torchrun: data and noise shards, per-rank seeds, synchronised batch norm in G
+    (``train.sync_batchnorm``, with more than one process), DDP wrappers for G and D."""
+    if not d.active:
+        return single(G, D, d.device)
+    data.shard(d.rank, d.world_size)
+    if plan.sync_batchnorm:
+        convert_sync_batchnorm(G, d.device)
+    G_train, D_train = d.wrap(G), d.wrap(D)
+    return Parallel(G_train, D_train, make_latents(d, seed, step))
 
 
 # ----------------------------------------------------------------------------- sync batch norm
@@ -471,5 +491,6 @@ class NullLog:
 __all__ = [
     "Dist", "DistributedError", "EXIT_DISTRIBUTED", "Latents", "NullLog", "SyncBatchNorm", "TIMEOUT_ENV",
     "collective_error", "convert_sync_batchnorm", "is_collective_error", "is_main_process", "launched",
-    "make_latents", "no_sync", "prepare", "rank_seed", "setup", "teardown", "timeout_minutes",
+    "Parallel", "make_latents", "no_sync", "rank_seed", "setup", "single", "strategy", "teardown",
+    "timeout_minutes", "world",
 ]

@@ -35,7 +35,7 @@ def generator_from_checkpoint(
 ) -> tuple[nn.Module, Recipe]:
     """Rebuild G from a loaded checkpoint: EMA weights when present (and ``use_ema``), else raw G.
     Weights that do not fit the stored recipe's G are a one-line :class:`CheckpointError`."""
-    from .loop import build_generator
+    from .build import build_generator
 
     recipe = recipe_of(ckpt, source)
     G = build_generator(recipe)
@@ -115,7 +115,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.M
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .loop import build_generator
+    from .build import build_generator
 
     path = Path(path)
     recipe_path, weights_path = path / RECIPE_FILE, path / WEIGHTS_FILE

@@ -1,10 +1,10 @@
 """One training iteration, as an object: what :func:`ganzoo.training.train` calls once per G step,
 and what ``benchmarks/train_step.py`` times (the same code, built by the same function).
 
-:func:`build_train_step` builds G, D, the EMA copy, the loss, the regularizer and both optimisers
-from a recipe, applying the recipe's speed options (``train.precision``, ``train.channels_last``,
-``train.fused_optim``, ``train.compile``, ``train.tf32``, ``train.ema.foreach``); the loop and the
-benchmark both call it. :class:`TrainStep` ``(step)`` then runs one iteration:
+:class:`TrainStep` is built from what :mod:`.build` made (networks, optimisers, data), the run's
+:class:`~ganzoo.training.plan.Plan` (autocast, micro-batch size, penalty, CUDA graph) and a
+parallelism strategy (:class:`~ganzoo.training.distributed.Parallel`: DDP wrappers and the noise
+source under torchrun, the networks and the global RNG otherwise). ``step(n)`` then runs one iteration:
 
 1. **D**, ``d_steps`` times: for each of ``accumulate`` micro-batches, real images and labels from
    the data order, fakes from fresh noise with the same labels (no grad through G),
@@ -18,96 +18,59 @@ benchmark both call it. :class:`TrainStep` ``(step)`` then runs one iteration:
 fresh random parameters per image on every call, so real and fake images get independent draws.
 
 It returns the step's scalars (``STAT_NAMES``) as one small device tensor and never reads anything
-back to the host, so a CUDA step is queued without waiting for the GPU.
-
-``train.cuda_graph`` (CUDA only): steps 1 and 2 are captured once as a ``torch.cuda.CUDAGraph`` and
-replayed, which removes the host's launch overhead (thousands of small kernels per iteration). The
-graph body is the eager code (:meth:`TrainStep.updates`) reading static buffers; before each replay
-the inputs are drawn exactly as the eager step draws them (data order, then noise, per micro-batch;
-then G's noise and labels) and copied in. The first ``GRAPH_WARMUP`` calls run eagerly on a side
-stream; :meth:`TrainStep.invalidate_graph` (after reloading state or changing a learning rate)
-starts over. The EMA stays eager (its decay changes every step).
+back to the host, so a CUDA step is queued without waiting for the GPU. Under ``train.cuda_graph``
+steps 1 and 2 run through :class:`~ganzoo.training.graph.CudaGraphRunner` (captured once, replayed).
+:func:`build_train_step` builds all of it from a recipe and a data sampler (one process).
 """
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..errors import GanzooError
-from ..recipe import Recipe
 from ..augment._common import AugmentChain
+from ..recipe import Recipe
 from ..registry import LOSS, REGULARIZER
-from .distributed import Latents, no_sync
-from .ema import ema_decay, make_ema, update_ema
+from .build import Networks, build_networks, configure_backends
+from .distributed import Parallel, no_sync, single
+from .ema import ema_decay, update_ema
+from .graph import GRAPH_WARMUP, CudaGraphRunner
+from .plan import Plan
 
 STAT_NAMES = ("loss/d", "logits/real", "logits/fake", "loss/reg", "loss/g")
-GRAPH_WARMUP = 2  # eager iterations (on a side stream: cudnn autotuning, lazy state) before a capture
 
 DInputs = tuple  # (real images, labels or None, noise) of one D micro-batch
 GInputs = tuple  # (noise, labels or None) of one G micro-batch
 
 
-def configure_backends(recipe: Recipe, device: torch.device) -> None:
-    """Global CUDA switches the recipe asks for: TF32 for fp32 matmuls/convs (``train.tf32``) and
-    tuned conv kernels (``cudnn.benchmark``), or deterministic kernels (``train.deterministic``).
-    Nothing on the CPU."""
-    if device.type == "cuda":
-        tf32 = bool(recipe.train.tf32)
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-        det = bool(recipe.train.deterministic)
-        torch.backends.cudnn.benchmark = not det
-        torch.backends.cudnn.deterministic = det
-        if det:
-            # cuBLAS reads this when its handle is made (lazily, at the first matmul)
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(det, warn_only=True)
-
-
 class TrainStep:
     """One iteration (``d_steps`` D updates, one G update, EMA) of a recipe; see the module doc."""
 
-    def __init__(
-        self,
-        recipe: Recipe,
-        G: nn.Module,
-        D: nn.Module,
-        G_ema: nn.Module | None,
-        g_opt: torch.optim.Optimizer,
-        d_opt: torch.optim.Optimizer,
-        data: Any,
-        device: torch.device,
-        amp: torch.dtype | None,
-    ) -> None:
+    def __init__(self, recipe: Recipe, nets: Networks, data: Any, plan: Plan, parallel: Parallel | None = None) -> None:
         tc = recipe.train
-        self.recipe, self.tc = recipe, tc
-        self.G, self.D, self.G_ema = G, D, G_ema
-        self.g_opt, self.d_opt = g_opt, d_opt
+        self.recipe, self.tc, self.plan = recipe, tc, plan
+        self.G, self.D, self.G_ema = nets.G, nets.D, nets.G_ema
+        self.g_opt, self.d_opt = nets.g_opt, nets.d_opt
         self.data = data
-        self.device = device
-        self.amp = amp
+        self.device = next(nets.G.parameters()).device
+        self.amp = plan.amp
         self.loss = LOSS.build(recipe.loss)
         self.reg = REGULARIZER.build(recipe.regularizer)
-        self.use_reg = recipe.regularizer.type != "none"
-        self.aug = AugmentChain(recipe.augment).to(device)  # every image D sees (identity when empty)
-        self.z_dim = int(G.z_dim)
+        self.use_reg = plan.penalty
+        self.aug = AugmentChain(recipe.augment).to(self.device)  # every image D sees (identity when empty)
+        self.z_dim = int(nets.G.z_dim)
         self.nc = recipe.num_classes
-        self.micro = tc.batch_size // tc.accumulate
-        self.zero = torch.zeros((), device=device)
-        # data-parallel (ganzoo/training/distributed.py): DDP wrappers for the forwards whose backward
-        # updates G or D, and G's noise as this rank's slice of a global draw; plain run: G, D, torch RNG
-        self.G_train, self.D_train = G, D
-        self.latents = Latents(device)
+        self.micro = plan.micro
+        self.zero = torch.zeros((), device=self.device)
+        # the strategy (ganzoo/training/distributed.py): DDP wrappers for the forwards whose backward
+        # updates G or D, and G's noise as this rank's slice of a global draw; one process: G, D, torch RNG
+        parallel = parallel or single(nets.G, nets.D, self.device)
+        self.G_train, self.D_train, self.latents = parallel.G_train, parallel.D_train, parallel.latents
         # train.cuda_graph: the iteration (without the EMA) replayed as one CUDA graph; CUDA only
-        self.graphed = tc.cuda_graph and device.type == "cuda"
-        self._static_out: torch.Tensor | None = None
-        self._static_flat: list[torch.Tensor] = []
-        self._side: torch.cuda.Stream | None = None
-        self.invalidate_graph()
+        self.graphed = plan.cuda_graph
+        self.graph = CudaGraphRunner(self) if self.graphed else None
 
     # ------------------------------------------------------------------ pieces
     def autocast(self):
@@ -211,10 +174,7 @@ class TrainStep:
     def __call__(self, step: int) -> torch.Tensor:
         """Run G step number ``step + 1`` (``step`` = G steps done before). Returns the scalars of
         :data:`STAT_NAMES` (means over D steps and micro-batches) as a [5] device tensor."""
-        if self.graphed:
-            stats = self._graph_updates()
-        else:
-            stats = self.updates()
+        stats = self.graph() if self.graph is not None else self.updates()
         self.ema(step + 1)
         return stats
 
@@ -222,105 +182,19 @@ class TrainStep:
     def invalidate_graph(self) -> None:
         """Forget the captured iteration (it bakes in the learning rates and the optimisers' state
         tensors): call after any ``load_state_dict`` of a network or optimiser and any change of a
-        learning rate. The next calls warm up eagerly again, then capture anew."""
-        self._graph = None
-        self._static_out = None
-        self._static_flat = []
-        self._warmup_left = GRAPH_WARMUP
-
-    def _fill_inputs(self) -> tuple[list[list[DInputs]], list[GInputs]]:
-        """Every input of one iteration, drawn in the eager step's order (per D update and
-        micro-batch: the data, then the noise; then G's noise and labels)."""
-        tc = self.tc
-        d = [[self.draw_d_inputs() for _ in range(tc.accumulate)] for _ in range(tc.d_steps)]
-        g = [self.draw_g_inputs() for _ in range(tc.accumulate)]
-        return d, g
-
-    def _graph_updates(self) -> torch.Tensor:
-        """:meth:`updates` through a CUDA graph: ``GRAPH_WARMUP`` eager iterations on a side stream
-        (real iterations: they count), then one capture; every call from then on draws its inputs
-        eagerly (same draws, same order), copies them into the graph's static buffers and replays."""
-        if self.G_train is not self.G or self.D_train is not self.D:
-            raise GanzooError("train.cuda_graph: not supported with several processes (torchrun, DDP); "
-                              "set train.cuda_graph=false")
-        current = torch.cuda.current_stream(self.device)
-        if self._warmup_left > 0:
-            self._warmup_left -= 1
-            if self._side is None:
-                self._side = torch.cuda.Stream(self.device)
-            side = self._side
-            side.wait_stream(current)
-            with torch.cuda.stream(side):
-                stats = self.updates()
-            current.wait_stream(side)
-            stats.record_stream(current)
-            return stats
-        d_in, g_in = self._fill_inputs()
-        if self._graph is None:
-            self._capture(d_in, g_in)
-        else:
-            for buf, t in zip(self._static_flat, _flat(d_in, g_in)):
-                buf.copy_(t)
-        self._graph.replay()
-        return self._static_out.clone()  # the loop keeps each step's row
-
-    def _capture(self, d_in, g_in) -> None:
-        """Capture :meth:`updates` reading static input buffers, which start as copies of this
-        iteration's inputs (clone keeps channels_last); nothing runs until the replay."""
-        d_static = [[tuple(None if t is None else t.clone() for t in mb) for mb in upd] for upd in d_in]
-        g_static = [tuple(None if t is None else t.clone() for t in mb) for mb in g_in]
-        self._static_flat = list(_flat(d_static, g_static))
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._static_out = self.updates(lambda k, i: d_static[k][i], lambda i: g_static[i])
-        self._graph = graph
-
-
-def _flat(d_in, g_in):
-    """The tensors of one iteration's inputs (labels of an unconditional model are None: skipped)."""
-    for upd in d_in:
-        for mb in upd:
-            yield from (t for t in mb if t is not None)
-    for mb in g_in:
-        yield from (t for t in mb if t is not None)
-
-
-def compiles_d(recipe: Recipe) -> bool:
-    """Whether ``train.compile`` compiles D too: only when D runs once per backward
-    (``train.d_concat``) and there is no regularizer. With two forwards of D before one backward (real,
-    then fake), each forward updates the spectral-norm vectors in place and a compiled D fails in
-    backward ("modified by an inplace operation": the compiled graph saves the buffer itself; seen with
-    torch 2.14 and 2.15 on the CPU); a penalty differentiates through D twice, which compiled graphs do
-    not support."""
-    tc = recipe.train
-    return tc.compile and tc.d_concat and recipe.regularizer.type == "none"
+        learning rate. The next calls warm up eagerly again, then capture anew. Eager: nothing to do."""
+        if self.graph is not None:
+            self.graph.invalidate()
 
 
 def build_train_step(recipe: Recipe, data: Any, device: torch.device) -> TrainStep:
-    """G, D (channels_last if asked), the EMA copy, both optimisers (fused on CUDA if asked) and the
-    step, from ``recipe``; seeds torch etc. with ``recipe.seed`` first, so initial weights depend on
-    the recipe only. ``train.compile`` compiles G's forward in place (``nn.Module.compile``:
-    state-dict keys unchanged; the EMA copy, used for samples and evaluation, stays eager), and D's
-    when :func:`compiles_d` says so. Under ``train.cuda_graph`` the compiled kernels are what the graph
-    captures (every compilation happens in the eager warm-up iterations)."""
-    from .loop import autocast_dtype, build_discriminator, build_generator, make_optimizer, seed_everything
-
-    tc = recipe.train
+    """The step of ``recipe`` in one process, on ``data`` (a :class:`~ganzoo.training.data.DataSampler`):
+    the device's switches, then G, D, the EMA copy and both optimisers
+    (:func:`~ganzoo.training.build.build_networks`, seeded with ``recipe.seed`` first, so initial
+    weights depend on the recipe only) and the step, as the training loop builds them."""
+    plan = Plan.resolve(recipe, device)
     configure_backends(recipe, device)
-    seed_everything(recipe.seed)  # network init does not depend on how the dataset was made
-    G = build_generator(recipe).to(device)
-    D = build_discriminator(recipe).to(device)
-    if tc.channels_last:
-        G = G.to(memory_format=torch.channels_last)
-        D = D.to(memory_format=torch.channels_last)
-    G.train()
-    D.train()
-    G_ema = make_ema(G) if tc.ema.enabled else None
-    graphed = tc.cuda_graph and device.type == "cuda"  # a captured optimiser step needs capturable Adam
-    g_opt = make_optimizer(G.parameters(), tc.g_optim, device, fused=tc.fused_optim, capturable=graphed)
-    d_opt = make_optimizer(D.parameters(), tc.d_optim, device, fused=tc.fused_optim, capturable=graphed)
-    if tc.compile:
-        G.compile()
-        if compiles_d(recipe):
-            D.compile()
-    return TrainStep(recipe, G, D, G_ema, g_opt, d_opt, data, device, autocast_dtype(tc.precision, device))
+    return TrainStep(recipe, build_networks(recipe, plan, device), data, plan)
+
+
+__all__ = ["GRAPH_WARMUP", "STAT_NAMES", "TrainStep", "build_train_step"]
