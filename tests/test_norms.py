@@ -123,6 +123,43 @@ def test_converges_to_unit_spectral_norm(make):
     torch.testing.assert_close(w, raw / torch.linalg.svdvals(rmat)[0], rtol=1e-4, atol=1e-7)
 
 
+def _sn_layers(module: nn.Module):
+    for name, m in module.named_modules():
+        if is_spectral(m):
+            p = spectral_parametrization(m)
+            yield name, p.matrix(m.weight.detach().double())
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Conv2d(6, 10, 3), lambda: nn.Linear(12, 7), lambda: nn.Linear(64, 512),
+    lambda: nn.Embedding(9, 5), lambda: nn.ConvTranspose2d(6, 4, 3),
+], ids=["conv2d", "linear", "linear_wide", "embedding", "conv_transpose2d"])
+def test_a_fresh_layer_has_unit_spectral_norm_in_eval_mode(make):
+    """u and v are set from the weight at construction: no training forward is needed."""
+    torch.manual_seed(5)
+    layer = _sn()(make()).eval()
+    (_, mat), = _sn_layers(layer)
+    assert torch.linalg.svdvals(mat)[0].item() == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("ch", [4, 16])
+def test_fresh_networks_have_unit_spectral_norms_in_eval_mode(ch):
+    """Every spectrally normalised layer of freshly built G and D (SAGAN attention included, whose
+    convs are re-initialised after they are wrapped) has effective spectral norm 1 in eval mode: the
+    power-iteration vectors are those of the final weights (before the fix: up to 2e12)."""
+    from ganzoo.registry import DISCRIMINATOR, GENERATOR
+
+    torch.manual_seed(0)
+    nets = [GENERATOR.build({"type": "resnet", "ch": ch, "z_dim": 16, "attention": "sagan",
+                             "attention_resolutions": [16]}, 32, 10),
+            DISCRIMINATOR.build({"type": "resnet", "ch": ch, "attention": "sagan",
+                                 "attention_resolutions": [16]}, 32, 10)]
+    layers = [(name, mat) for net in nets for name, mat in _sn_layers(net.eval())]
+    assert len(layers) > 10 and any(".query" in name for name, _ in layers)
+    for name, mat in layers:
+        assert torch.linalg.svdvals(mat)[0].item() == pytest.approx(1.0, abs=1e-3), name
+
+
 def test_reference_weight_has_no_side_effects_and_predicts_forward():
     torch.manual_seed(4)
     lin = _sn(n_power_iterations=2)(nn.Linear(6, 6))

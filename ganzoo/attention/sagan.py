@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ..norms.spectral import refresh_spectral_norms_
 from ..ops.attention import attend
 from ..registry import ATTENTION
 from ._common import (
@@ -65,6 +66,7 @@ class SaganAttention(nn.Module):
         for conv in (self.query, self.key, self.value, self.out):
             weight = conv.parametrizations.weight.original if hasattr(conv, "parametrizations") else conv.weight
             nn.init.xavier_uniform_(weight)
+        refresh_spectral_norms_(self)  # the vectors of the new weights, not of the ones wrapped
         self.gamma.zero_()
 
     def _check(self, x: torch.Tensor) -> None:

@@ -7,6 +7,11 @@ vectors ``u`` (left) and ``v`` (right), stored as buffers so the estimate improv
     repeat n_power_iterations:  v = W^T u / (|W^T u| + eps);   u = W v / (|W v| + eps)
     sigma = u^T W v                        (u, v treated as constants: dsigma/dW = u v^T)
 
+At construction, and after a block re-initialises a wrapped weight (:func:`refresh_spectral_norms_`),
+``u`` and ``v`` are run to convergence on the final weight (:meth:`SpectralNormParametrization.converge_`),
+so a freshly built layer is normalised to spectral norm 1 in eval mode too (its first training
+forward only refines them).
+
 ``u`` and ``v`` are updated only in training mode (eval uses the stored pair) and always in fp32,
 with autocast disabled, whatever the layer's dtype. Each iteration costs one matrix-vector pair;
 the last ``W v`` is shared with ``sigma`` (``sigma = u^T W v = |W v|^2 / (|W v| + eps)``), and
@@ -33,6 +38,10 @@ from ..config import BlockConfig
 from ..registry import WEIGHT_NORM
 
 _AUTOCAST_DEVICES = ("cuda", "cpu", "xpu", "mps")
+#: Power iterations that set u and v from a weight at construction and after a re-initialisation:
+#: rounds of ``CONVERGE_ROUND`` until sigma changes by less than ``CONVERGE_TOL`` (relative) in a round
+#: (an orthogonal weight: one round), at most ``CONVERGE_MAX`` iterations.
+CONVERGE_ROUND, CONVERGE_TOL, CONVERGE_MAX = 10, 1e-5, 5000
 
 
 def _fp32_context(device_type: str):
@@ -62,6 +71,7 @@ class SpectralNormParametrization(nn.Module):
             v = _l2normalize(torch.mv(mat.t(), u), self.eps)
         self.register_buffer("u", u)
         self.register_buffer("v", v)
+        self.converge_(weight.detach())  # u, v of this weight (no RNG drawn)
 
     def matrix(self, weight: torch.Tensor) -> torch.Tensor:
         """The weight as the 2-D matrix whose spectral norm is taken ([out, -1], or [in, -1] for dim=1)."""
@@ -98,6 +108,26 @@ class SpectralNormParametrization(nn.Module):
                     u, v = u.clone(), v.clone()
                 sigma = torch.dot(u, torch.mv(mat, v))
             return (w32 / sigma.clamp_min(self.eps)).to(weight.dtype)
+
+    @torch.no_grad()
+    def converge_(self, weight: torch.Tensor) -> None:
+        """Power iterations on ``weight`` until its sigma estimate settles (see ``CONVERGE_TOL``),
+        updating ``u`` and ``v`` in place: at construction, and after a block re-initialised the
+        weight (:func:`refresh_spectral_norms_`). Reads sigma back once per round: not for training.
+        Nothing on the meta device (networks built there only to count parameters have no values)."""
+        if weight.is_meta:
+            return
+        with _fp32_context(weight.device.type):
+            mat = self.matrix(weight.float())
+            last = None
+            for _ in range(0, CONVERGE_MAX, CONVERGE_ROUND):
+                u, v = self._iterate(mat, CONVERGE_ROUND)
+                self.u.copy_(u)
+                self.v.copy_(v)
+                sigma = float(torch.dot(u, torch.mv(mat, v)))
+                if last is not None and abs(sigma - last) <= CONVERGE_TOL * abs(sigma):
+                    break
+                last = sigma
 
     @torch.no_grad()
     def refresh_(self, weight: torch.Tensor) -> None:
@@ -183,3 +213,25 @@ def spectral_parametrization(module: nn.Module, name: str = "weight") -> Spectra
             if isinstance(p, SpectralNormParametrization):
                 return p
     raise TypeError(f"{type(module).__name__}.{name} is not spectrally normalised")
+
+
+@torch.no_grad()
+def refresh_spectral_norms_(module: nn.Module) -> int:
+    """Run every spectral norm inside ``module`` to convergence on its current weight (in place).
+    A block that initialises a weight after wrapping it (SAGAN attention's ``reset_parameters``)
+    calls this: the layer would otherwise keep the vectors of its old weight, and in eval mode divide
+    by a meaningless ``u^T W v`` (seen: effective norms of 2e12). Returns how many were refreshed."""
+    count = 0
+    for m in module.modules():
+        plists = getattr(m, "parametrizations", None)
+        if plists is None:
+            continue
+        for plist in plists.values():
+            weight = plist.original
+            for p in plist:  # a spectral norm stacked on another parametrization sees that one's output
+                if isinstance(p, SpectralNormParametrization):
+                    p.converge_(weight)
+                    count += 1
+                    break  # (a weight is spectrally normalised once at most)
+                weight = p(weight)
+    return count
