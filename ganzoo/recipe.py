@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from .blockref import REF_KEY, SCHEMA_DEFS, Block
 from .config import BlockConfig, Section, name_problem, number_problem
 from .errors import RecipeError, flatten
+from .training.collapse import CollapseConfig
 
 MAX_BASE_DEPTH = 16
 
@@ -125,6 +126,11 @@ class TrainConfig(Section):
         "the first 2 iterations run eagerly (warm-up), and the graph is recaptured after any reload of "
         "weights or optimiser state or change of learning rate. Not with a regularizer or several "
         "processes (torchrun). Ignored on the CPU"
+    )
+    collapse: CollapseConfig = Field(
+        default_factory=CollapseConfig, description="a guard against collapse: FID rising over several "
+        "evaluations, or D's logit gap running away, is logged (collapse/signal in metrics.jsonl) and warned "
+        "about; with early_stop the run stops on the FID rule (ganzoo/training/collapse.py)"
     )
     on_divergence: Literal["stop", "rollback"] = Field(
         "stop",

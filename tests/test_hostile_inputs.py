@@ -167,8 +167,6 @@ def test_names_with_control_characters_are_refused(tmp_path, capsys, name):
         check_run_name(name, "--name", "")  # what `ganzoo run --name` calls
 
 
-@pytest.mark.xfail(strict=True, reason="needs ganzoo/commands/run.py to call ganzoo.config.check_run_name "
-                                       "for --name (see docs/reliability.md, hostile inputs)")
 def test_run_refuses_a_name_with_control_characters_and_creates_no_folder(tmp_path, capsys):
     recipe = write(tmp_path / "r.yaml", yaml.safe_dump(tiny_recipe(train={"steps": 1, "batch_size": 4})))
     code, _, err = cli(capsys, "run", recipe, "--out", tmp_path / "runs", "--name", f"x{ESC}[31m", "--device", "cpu")
@@ -310,8 +308,6 @@ def test_help_and_argument_errors_do_not_import_torch(args):
             assert f"    {command} " in out.stdout, out.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="needs ganzoo/commands/run.py to check for a missing RECIPE before "
-                                       "importing ganzoo.training (see docs/reliability.md, hostile inputs)")
 def test_run_without_a_recipe_does_not_import_torch():
     out, mods = _imports("run")
     assert out.returncode == 2 and "RECIPE" in out.stderr

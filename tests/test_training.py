@@ -87,14 +87,14 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
     assert a["data"]["epoch"] == b["data"]["epoch"] >= 1 and a["data"]["pos"] == b["data"]["pos"]
 
-    # the log continues where it stopped (the interruption adds a line for its partial window);
-    # windows that did not straddle it have the same averages
+    # the log continues where it stopped (the interruption adds a line for its partial window; each
+    # session logs its first step); windows that did not straddle it have the same averages
     def losses(run):
         return {r["step"]: (r["loss/d"], r["loss/g"]) for r in read_metrics(run) if "loss/d" in r}
 
     full_log, split_log = losses(tmp_path / "full"), losses(tmp_path / "split")
-    assert list(full_log) == [2, 4, 5] and list(split_log) == [2, 3, 4, 5]
-    assert full_log[2] == split_log[2] and full_log[5] == split_log[5]
+    assert list(full_log) == [1, 2, 4, 5] and list(split_log) == [1, 2, 3, 4, 5]
+    assert full_log[1] == split_log[1] and full_log[2] == split_log[2] and full_log[5] == split_log[5]
 
 
 def test_resume_refuses_a_different_recipe_but_accepts_more_steps(tmp_path):

@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..errors import GanzooError
-from ..training.checkpoint import add_checkpoint_argument
+from ._options import add_checkpoint_argument
 
 NAME = "eval"
 HELP = "compute sample-quality metrics (fid, kid, is) of EMA-G from a run folder, a checkpoint or an export folder"

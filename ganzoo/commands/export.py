@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..training.checkpoint import add_checkpoint_argument
+from ._options import add_checkpoint_argument
 
 NAME = "export"
 HELP = "export EMA-G as generator.safetensors + recipe.yaml (load with ganzoo.training.load_generator)"

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
 
-from ..errors import GanzooError
+from ..errors import GanzooError, escape
 from ..recipe import load_recipe
 from .validate import add_set_argument
 
@@ -24,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue the run in RUN_DIR from its latest checkpoint (RECIPE, if given, must match "
                         "it except train.steps, time limit, logging/sampling/checkpoint intervals and eval)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder of the same name")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for training on the CPU (default: OMP_NUM_THREADS if set, else 1 on machines "
+                        "with up to 4 cores, where one thread trains the small recipes fastest: see "
+                        "docs/training.md; else PyTorch's default)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="show a progress bar (default: when stderr is a terminal)")
@@ -31,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if not args.recipe and not args.resume:  # before anything imports torch: an argument error is instant
+        raise GanzooError("run: give a RECIPE to train, or --resume RUN_DIR to continue a run")
     from ..training import distributed
 
     try:
@@ -50,6 +57,7 @@ def _main(args: argparse.Namespace) -> int:
 
     if args.resume and args.force:
         raise GanzooError("run: --resume and --force exclude each other")
+    set_cpu_threads(args.threads, args.device)
     if args.resume:
         run_dir = Path(args.resume)
         # without RECIPE the run's own recipe.yaml (with --set) is resolved by train, once
@@ -57,15 +65,14 @@ def _main(args: argparse.Namespace) -> int:
         result = train(recipe, run_dir, args.device, resume=True, progress=args.progress,
                        source=args.recipe or str(run_dir / "recipe.yaml"), overrides=tuple(args.overrides))
     else:
-        if not args.recipe:
-            raise GanzooError("run: give a RECIPE to train, or --resume RUN_DIR to continue a run")
         recipe = load_recipe(args.recipe, args.overrides)
         name = check_folder_name(args.name, "--name", "") if args.name else check_folder_name(recipe.name, args.recipe)
         run_dir = Path(args.out) / name
         result = train(recipe, run_dir, args.device, overwrite=args.force, progress=args.progress,
                        source=args.recipe)
 
-    where = f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint"
+    where = f"checkpoint {escape(str(result.checkpoint))}" if result.checkpoint else "no checkpoint"
+    run_dir = escape(str(run_dir))
     say = print if is_main_process() else (lambda *a, **k: None)  # torchrun: rank 0 reports
     if result.status == "interrupted":
         name = signal.Signals(result.signal).name if result.signal else "a signal"
@@ -81,5 +88,28 @@ def _main(args: argparse.Namespace) -> int:
     if result.status == "stopped":
         say(f"ganzoo: stopped at step {result.step}; {where}", file=sys.stderr)
         return 0
+    if result.status == "collapsed":  # train.collapse.early_stop
+        say(f"ganzoo: stopped at step {result.step}: the run collapsed (train.collapse); {where}{evals}; the "
+            f"best-FID checkpoint is kept (ganzoo sample/eval/export {run_dir} use it)", file=sys.stderr)
+        return 0
     say(f"ganzoo: finished {result.step} steps in {run_dir}; {where}{evals}")
     return 0
+
+
+def set_cpu_threads(threads: int | None, device: str) -> None:
+    """Intra-op threads for a CPU run: ``--threads``, else OMP_NUM_THREADS (PyTorch reads it), else one
+    thread on machines with up to 4 cores. On 2 cores the quickstart ran about twice as fast with one
+    thread as with PyTorch's default of two (docs/training.md); nothing changes for CUDA runs."""
+    if threads is not None and threads < 1:
+        raise GanzooError(f"run: --threads: must be at least 1, got {threads}")
+    if str(device).split(":")[0] not in ("cpu", "auto"):
+        return
+    import torch
+
+    if str(device) == "auto" and torch.cuda.is_available():
+        return
+    if threads is None:
+        if os.environ.get("OMP_NUM_THREADS") or (os.cpu_count() or 1) > 4:
+            return
+        threads = 1
+    torch.set_num_threads(threads)

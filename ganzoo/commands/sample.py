@@ -7,10 +7,8 @@ from pathlib import Path
 
 import sys
 
-import torch
-
 from ..errors import GanzooError
-from ..training.checkpoint import add_checkpoint_argument
+from ._options import add_checkpoint_argument
 
 NAME = "sample"
 HELP = "write a PNG grid of EMA-G samples from a run folder, a checkpoint or an export folder"
@@ -30,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import torch
+
     from ..training.export import check_output, open_generator
     from ..training.build import resolve_device
     from ..training.sampling import generate, save_grid

@@ -15,15 +15,24 @@ rules), ``build`` (device, seeds, data, networks, optimisers), ``distributed`` (
 strategy), ``graph`` (the CUDA-graph runner), ``step`` (one iteration), ``hooks`` and ``stops``,
 ``loop`` (the run driver, :func:`train`).
 """
-from .build import resolve_device
-from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, resolve_checkpoint
-from .export import export_generator, generator_from_checkpoint, load_generator
-from .loop import train
-from .outcome import EXIT_DIVERGED, TrainingDiverged, TrainResult
-from .rundir import RunFolderError
+from __future__ import annotations
 
-__all__ = [
-    "train", "TrainResult", "TrainingDiverged", "EXIT_DIVERGED", "resolve_device",
-    "load_checkpoint", "resolve_checkpoint", "latest_checkpoint", "list_checkpoints", "CheckpointError",
-    "export_generator", "generator_from_checkpoint", "load_generator", "RunFolderError",
-]
+import importlib
+from typing import Any
+
+# name -> module, imported on first use (PEP 562): ``ganzoo.recipe`` imports ``.collapse`` for its
+# ``train.collapse`` section, and the loop imports ``ganzoo.recipe``; eager imports here would be a cycle
+_EXPORTS = {
+    "train": "loop", "TrainResult": "outcome", "TrainingDiverged": "outcome", "EXIT_DIVERGED": "outcome",
+    "resolve_device": "build", "load_checkpoint": "checkpoint", "resolve_checkpoint": "checkpoint",
+    "latest_checkpoint": "checkpoint", "list_checkpoints": "checkpoint", "CheckpointError": "checkpoint",
+    "export_generator": "export", "generator_from_checkpoint": "export", "load_generator": "export",
+    "RunFolderError": "rundir",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

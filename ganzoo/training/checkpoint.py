@@ -489,13 +489,3 @@ def resolve_checkpoint(target: str | Path, best: bool = False) -> Path:
     """A checkpoint file from a path that is a checkpoint or a run folder (last, or best by FID)."""
     target = Path(target)
     return target if target.is_file() else select_checkpoint(target, "best" if best else "last").path
-
-
-def add_checkpoint_argument(parser: Any) -> None:
-    """``--checkpoint best|last`` (and the older ``--best``) for the commands that read a run folder."""
-    import argparse
-
-    parser.add_argument("--checkpoint", choices=CHOICES, default=None,
-                        help="from a run folder: best (by FID, checkpoints/best.json) or last; default: best "
-                             "where the run recorded one, else last")
-    parser.add_argument("--best", dest="checkpoint", action="store_const", const="best", help=argparse.SUPPRESS)

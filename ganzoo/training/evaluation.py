@@ -8,13 +8,49 @@ else the training data's test split) are built once per :class:`Evaluator`.
 from __future__ import annotations
 
 import sys
-from typing import Any
+import time
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from ..errors import GanzooError
 from ..recipe import Recipe
 from .sampling import make_generate_fn
+
+CPU_NOTICE_SECONDS = 60.0  # an evaluation on the CPU expected to take longer than this is announced
+
+
+class EvaluationInterrupted(GanzooError):
+    """SIGINT/SIGTERM arrived during an evaluation: it stops at the next batch, unfinished."""
+
+
+def _tracked(generate_fn: Callable, total: int, device: torch.device, interrupted: Callable[[], bool] | None,
+             progress: bool) -> Callable:
+    """``generate_fn`` that stops at the next batch once ``interrupted()`` says so, shows a progress bar
+    (``progress``), and on the CPU announces how long the whole evaluation will take, from its first batch."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, disable=not progress, unit="img", desc="evaluation", leave=False, file=sys.stderr)
+    t0, done = time.monotonic(), [0]
+
+    def generate(n: int) -> torch.Tensor:
+        if interrupted is not None and interrupted():
+            bar.close()
+            raise EvaluationInterrupted("evaluation interrupted by a signal")
+        images = generate_fn(n)
+        done[0] += n
+        bar.update(n)
+        if done[0] == n and device.type == "cpu" and total > n:
+            estimate = (time.monotonic() - t0) * total / n
+            if estimate > CPU_NOTICE_SECONDS:
+                print(f"ganzoo: evaluating {total} samples on the CPU: about {estimate / 60:.0f} min (from the "
+                      f"first {n}); Ctrl-C stops it, and the checkpoint is already written", file=sys.stderr, flush=True)
+        if done[0] >= total:
+            bar.close()
+        return images
+
+    return generate
 
 
 def weights_problem(recipe: Recipe) -> str | None:
@@ -42,7 +78,11 @@ class Evaluator:
         self.num_samples = num_samples or recipe.eval.num_samples
         self.reference = None
 
-    def __call__(self, generator: nn.Module, seed: int) -> dict[str, float]:
+    def __call__(self, generator: nn.Module, seed: int, interrupted: Callable[[], bool] | None = None,
+                 progress: bool = False) -> dict[str, float]:
+        """The metrics of ``generator``'s samples (noise seeded by ``seed``). ``interrupted``: polled
+        before each batch; when it returns True the evaluation stops (:class:`EvaluationInterrupted`).
+        ``progress``: a progress bar over the generated samples."""
         from ..metrics import build_metrics, evaluate
 
         mets = build_metrics(self.metrics)
@@ -56,6 +96,7 @@ class Evaluator:
         generate_fn = make_generate_fn(
             generator, int(generator.z_dim), self.recipe.num_classes, seed, ec.batch_size, self.autocast
         )
+        generate_fn = _tracked(generate_fn, self.num_samples, self.device, interrupted, progress)
         # building the Inception extractor (first call) initialises layers from the global RNG before
         # loading its weights: restore the training RNG afterwards, so evaluating never changes training
         devices = [self.device] if self.device.type == "cuda" else []

@@ -21,11 +21,14 @@ from torch import nn
 
 from ..atomic import atomic_write_text
 from .checkpoint import CKPT_DIR, capture_rng, checkpoint_name, prune_checkpoints, save_checkpoint
+from .collapse import CollapseMonitor
+from .evaluation import EvaluationInterrupted
 from .outcome import diverged
 from .sampling import fixed_noise, generate, save_grid
 from .step import STAT_NAMES
 
 MIN_TIMED_SECONDS = 0.05  # a log window shorter than this (one step after an evaluation) is not timed
+LOG_SECONDS = 60.0  # a log line at least this often, whatever train.log_every says (slow CPU runs)
 
 
 @dataclass
@@ -39,6 +42,7 @@ class RunState:
     last_ckpt: Path | None = None
     last_ckpt_step: int = -1
     best: dict[str, Any] | None = None
+    collapse: dict[str, Any] | None = None  # the collapse monitor's state in the checkpoint resumed from
 
     def kimg(self, tc: Any) -> float:
         return self.step * tc.d_steps * tc.batch_size / 1000.0
@@ -73,12 +77,20 @@ class Stats:
     every ``check_every`` steps (averaged over ranks under torchrun, so every rank stops at the same
     NaN) and averaged into log lines with the speed."""
 
-    def __init__(self, tc: Any, dist: Any, check_every: int, penalty: bool, log: Any, clock: Clock, step: int) -> None:
+    def __init__(self, tc: Any, dist: Any, check_every: int, penalty: bool, log: Any, clock: Clock, step: int,
+                 watch: "CollapseWatch") -> None:
         self.tc, self.dist, self.check_every, self.penalty = tc, dist, check_every, penalty
-        self.log, self.clock = log, clock
+        self.log, self.clock, self.watch = log, clock, watch
         self.window: list[torch.Tensor] = []  # rows since the last log line
         self.checked = 0  # rows of `window` already checked for NaN/inf
         self.t_log, self.step_log, self.last_speed = clock.start, step, None
+        self.first = step + 1  # the session's first step is logged: a slow run says it is alive at once
+
+    def due(self, step: int, end: bool) -> bool:
+        """Whether ``step`` gets a log line: every ``log_every`` steps, the session's first step, the last
+        one, and whenever ``LOG_SECONDS`` have passed since the last line."""
+        return (step % self.tc.log_every == 0 or end or step == self.first
+                or time.monotonic() - self.t_log >= LOG_SECONDS)
 
     def append(self, row: torch.Tensor, state: RunState) -> None:
         self.window.append(row)
@@ -112,7 +124,8 @@ class Stats:
         # else: a window of a step or two right after an evaluation is too short to time (the GPU work
         # of those steps finished inside the evaluation's time); report the last measured speed.
         values["speed/img_per_s"] = self.last_speed
-        self.log.write(state.step, values, kimg=round(state.kimg(self.tc), 3), time=self.clock.elapsed())
+        signal = self.watch.logits(state.step, values["logits/real"], values["logits/fake"])
+        self.log.write(state.step, {**values, **signal}, kimg=round(state.kimg(self.tc), 3), time=self.clock.elapsed())
         self.window, self.checked, self.t_log, self.step_log, self.clock.paused = [], 0, now, state.step, 0.0
         return values
 
@@ -131,17 +144,6 @@ def all_finite(modules: dict[str, nn.Module]) -> str | None:
     return next((n for n, good in zip(names, ok) if not good), None)
 
 
-def read_best(ckpt_dir: Path) -> dict[str, Any] | None:
-    path = ckpt_dir / "best.json"
-    if not path.is_file():
-        return None
-    try:
-        best = json.loads(path.read_text())
-        return best if {"step", "fid", "file"} <= set(best) else None
-    except (json.JSONDecodeError, OSError):
-        return None
-
-
 class Checkpoints:
     """Writes the session's checkpoints (rank 0; every rank checks its networks first), keeping
     ``train.keep_last`` and the best one."""
@@ -150,6 +152,7 @@ class Checkpoints:
                  log: Any) -> None:
         self.run_dir, self.ckpt_dir, self.recipe = run_dir, run_dir / CKPT_DIR, recipe
         self.nets, self.data, self.dist, self.stats, self.clock, self.log = nets, data, dist, stats, clock, log
+        self.watch = stats.watch
 
     def write_new(self, state: RunState) -> None:
         """A checkpoint of ``state.step`` unless one was written (or resumed from) at that step."""
@@ -187,6 +190,7 @@ class Checkpoints:
             "data": self.data.state_dict(),
             "wall_time": self.clock.total(),
             "rollbacks": state.rollbacks,
+            "collapse": self.watch.monitor.state_dict(),
         }
 
     def mark_best(self, state: RunState, fid: float) -> None:
@@ -221,20 +225,66 @@ class Evaluation:
     best FID is checkpointed and recorded in best.json."""
 
     def __init__(self, evaluator: Any, net: nn.Module, recipe: Any, dist: Any, log: Any, ckpts: Checkpoints,
-                 clock: Clock) -> None:
+                 clock: Clock, progress: bool) -> None:
         self.evaluator, self.net, self.recipe, self.dist = evaluator, net, recipe, dist
-        self.log, self.ckpts, self.clock = log, ckpts, clock
+        self.log, self.ckpts, self.clock, self.progress = log, ckpts, clock, progress
+        self.last_step: int | None = None  # the step of this session's last evaluation
 
-    def run(self, state: RunState) -> dict[str, float]:
+    def due(self, step: int, end: bool) -> bool:
+        """Whether to evaluate after ``step``: every ``eval.every`` steps, and at the run's end unless an
+        evaluation ran within the last tenth of ``eval.every`` steps (a time limit that falls one step
+        after a scheduled evaluation would measure the same weights again)."""
+        every = self.recipe.eval.every
+        if every and step % every == 0:
+            return True
+        recent = every and self.last_step is not None and step - self.last_step < max(1, every // 10)
+        return end and not recent
+
+    def run(self, state: RunState, interrupted: Any = None) -> dict[str, float]:
+        """Evaluate (rank 0) and log; a signal (``interrupted()``) stops it at the next batch, unlogged."""
         with self.clock.overhead():
             seed = self.recipe.seed + state.step
-            results = self.dist.on_main(lambda: self.evaluator(self.net, seed=seed), "evaluation")
-            self.log.write(state.step, {f"eval/{k}": v for k, v in results.items()},
-                           kimg=round(state.kimg(self.recipe.train), 3), time=self.clock.elapsed())
+            self.last_step = state.step
+            try:
+                results = self.dist.on_main(
+                    lambda: self.evaluator(self.net, seed=seed, interrupted=interrupted, progress=self.progress),
+                    "evaluation")
+            except EvaluationInterrupted:
+                print(f"ganzoo: the evaluation at step {state.step} was interrupted (the checkpoint is written; "
+                      "ganzoo eval RUN_DIR --checkpoint last computes it)", file=sys.stderr, flush=True)
+                return {}
             fid = results.get("fid")
+            signal = self.ckpts.watch.fid(state.step, fid)
+            self.log.write(state.step, {**{f"eval/{k}": v for k, v in results.items()}, **signal},
+                           kimg=round(state.kimg(self.recipe.train), 3), time=self.clock.elapsed())
             if fid is not None and math.isfinite(fid) and (state.best is None or fid < state.best["fid"]):
                 self.ckpts.mark_best(state, fid)
             return results
+
+
+class CollapseWatch:
+    """The collapse monitor (:mod:`.collapse`) fed with each log line's mean logits and each FID; its
+    keys go into the same ``metrics.jsonl`` line, and a new signal is warned about once (rank 0)."""
+
+    def __init__(self, monitor: CollapseMonitor, is_main: bool) -> None:
+        self.monitor, self.is_main = monitor, is_main
+
+    def logits(self, step: int, real: float, fake: float) -> dict[str, Any]:
+        return self._said(step, self.monitor.observe_logits(step, real, fake))
+
+    def fid(self, step: int, fid: float | None) -> dict[str, Any]:
+        return self._said(step, self.monitor.observe_eval(step, fid))
+
+    def _said(self, step: int, status: Any) -> dict[str, Any]:
+        if status.new and self.is_main:
+            stop = " (train.collapse.early_stop: stopping)" if self.monitor.should_stop() else ""
+            print(f"ganzoo: warning: collapse signal at step {step}: {status.reason}{stop}", file=sys.stderr,
+                  flush=True)
+        return self.monitor.metrics()
+
+    def stop_status(self) -> str | None:
+        """"collapsed" when ``train.collapse.early_stop`` asks to stop now, else None."""
+        return "collapsed" if self.monitor.should_stop() else None
 
 
 def _fmt_time(seconds: float) -> str:

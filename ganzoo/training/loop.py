@@ -28,7 +28,10 @@ from . import distributed, rundir
 from .build import Networks, autocast_dtype, build, resolve_device
 from .checkpoint import CKPT_DIR, latest_checkpoint, restore_rng
 from .evaluation import Evaluator, check_eval_ready
-from .hooks import Checkpoints, Clock, Evaluation, Progress, RunState, Samples, Stats, read_best
+from .checkpoint import read_best
+from .collapse import CollapseMonitor
+from .hooks import Checkpoints, Clock, CollapseWatch, Evaluation, Progress, RunState, Samples, Stats
+from .logs import read_metrics
 from .logs import RunLog
 from .outcome import EXIT_DIVERGED, TrainingDiverged, TrainResult
 from .plan import Plan
@@ -85,14 +88,16 @@ def train(
 
         # ---- 3. the run folder (recipe.yaml first) and the hooks
         log = open_folder(run_dir, recipe, nets, dist, resume, overwrite, state.step)
-        state.best = read_best(run_dir / CKPT_DIR)
+        state.best = read_best(run_dir, strict=False)
         clock = Clock(state.wall_before)
-        stats = Stats(tc, dist, plan.check_every, plan.penalty, log, clock, state.step)
+        watch = CollapseWatch(collapse_monitor(tc, run_dir if resume else None, state.collapse), dist.is_main)
+        stats = Stats(tc, dist, plan.check_every, plan.penalty, log, clock, state.step, watch)
         ckpts = Checkpoints(run_dir, recipe, nets, data, dist, stats, clock, log)
         sample_net = nets.G_ema if nets.G_ema is not None else nets.G
         samples = Samples(sample_net, recipe, run_dir / rundir.SAMPLES_DIR, dist, log, clock, plan)
-        evaluation = Evaluation(Evaluator(recipe, dist.device, plan.amp), sample_net, recipe, dist, log, ckpts, clock)
         bar = Progress(recipe, state.step, sys.stderr.isatty() if progress is None else progress, dist.is_main)
+        evaluation = Evaluation(Evaluator(recipe, dist.device, plan.amp), sample_net, recipe, dist, log, ckpts, clock,
+                                bar.enabled)
         if state.step >= tc.steps:
             print(f"ganzoo: {run_dir} already finished ({state.step} of {tc.steps} steps)", file=sys.stderr)
 
@@ -107,15 +112,16 @@ def train(
                     stats.append(row, state)  # NaN/inf checks: TrainingDiverged
                     bar.update()
                     end = stops.check(state.step)  # the last step (or the time limit): final hooks
-                    if state.step % tc.log_every == 0 or end:
+                    if stats.due(state.step, end):  # every log_every steps, the first step, and by time
                         bar.show(state.step, stats.write_line(state))
                     if (tc.sample_every and state.step % tc.sample_every == 0) or end:
                         samples.write(state.step)
-                    if do_eval and ((ec.every and state.step % ec.every == 0) or end):
-                        results = evaluation.run(state)
-                    if state.step % tc.checkpoint_every == 0 or end:
-                        ckpts.write_new(state)
-                    status = stops.status(state.step)  # finished, time limit, or a signal
+                    if state.step % tc.checkpoint_every == 0 or end:  # before the evaluation: a signal
+                        ckpts.write_new(state)  # during it loses the evaluation only
+                    if do_eval and evaluation.due(state.step, end):
+                        results = evaluation.run(state, stops.interrupted) or results
+                    # finished, time limit, a signal, or a collapse with train.collapse.early_stop
+                    status = stops.status(state.step) or watch.stop_status()
                     if status is not None:
                         break
                 status = status or stops.after_loop(state.step)
@@ -174,12 +180,21 @@ def restore(nets: Networks, data: Any, found: tuple[Path, dict[str, Any]] | None
         restore_rng(ckpt["rng"], device)
         step = int(ckpt["step"])
         state = RunState(step, float(ckpt.get("wall_time", 0.0)), int(ckpt.get("rollbacks", 0)), path, step)
+        state.collapse = ckpt.get("collapse")
     if rollback is not None:
         state.rollbacks = rollback.count
         for opt, lrs in ((nets.g_opt, rollback.g_lrs), (nets.d_opt, rollback.d_lrs)):
             for group, lr in zip(opt.param_groups, lrs):
                 group["lr"] = lr
     return state
+
+
+def collapse_monitor(tc: Any, resumed: Path | None, saved: dict[str, Any] | None) -> CollapseMonitor:
+    """The collapse watch of a session: a resumed run replays its ``metrics.jsonl`` (already cut at the
+    checkpoint's step; it also holds the evaluation of the checkpoint's own step, which ran after the
+    checkpoint was written), else takes the checkpoint's saved state; a new run starts empty."""
+    rows = read_metrics(resumed) if resumed is not None else []
+    return CollapseMonitor.start(tc.collapse, None if rows else saved, rows)
 
 
 def open_folder(run_dir: Path, recipe: Recipe, nets: Networks, dist: Any, resume: bool, overwrite: bool,

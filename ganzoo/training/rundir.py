@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..config import check_run_name
 from ..errors import GanzooError, RecipeError
 from ..recipe import Recipe, dump_recipe, load_recipe, apply_overrides, load_raw, validate
 from ..atomic import atomic_write_text
@@ -66,7 +67,8 @@ class RunFolderError(GanzooError):
 
 
 def check_folder_name(name: str, source: str, field: str = "name") -> str:
-    """A run name must be usable as one folder name."""
+    """A run name must be usable as one folder name (and hold no control characters, nor be too long)."""
+    check_run_name(name, source, field)
     if name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip() or not name:
         raise RecipeError(
             source, f"{name!r} cannot be a run folder name (no '/', '\\\\', leading or trailing spaces; "

@@ -62,6 +62,10 @@ class Stops:
         self.finished = step >= self.steps or time_up
         return self.finished
 
+    def interrupted(self) -> bool:
+        """Whether a stop signal arrived (polled by an evaluation between its batches)."""
+        return self.signals.signum is not None
+
     def status(self, step: int) -> str | None:
         """Why the loop ends after ``step``'s hooks, or None."""
         if self.finished:
