@@ -16,7 +16,9 @@ Properties, in training mode unless said otherwise:
   after zero-initialised parameters (attention ``gamma``, biases) are perturbed, since at exactly
   zero they legitimately block the gradient of what they scale;
 * eval mode is deterministic: two calls on the same input give identical outputs;
-* ``channels_last`` inputs/weights give the same outputs (eval mode) and bf16 autocast runs finite.
+* ``channels_last`` inputs/weights give the same outputs (eval mode) and bf16 autocast runs finite;
+* labels count: a model built with ``num_classes > 0`` that declares conditioning (attribute
+  ``conditional``, default ``num_classes > 0``) changes its output when the labels change.
 """
 from __future__ import annotations
 
@@ -136,9 +138,21 @@ def check_generator(name: str | Entry, device: str | torch.device = "cpu") -> No
                 d = G(z, y)
             assert d.shape == a.shape, f"{what}: bf16 output shape {tuple(d.shape)}"
             _finite(d.float(), f"{what} under bf16 autocast")
+            _assert_uses_labels(G, lambda labels: G(z, labels), y, num_classes, what)
 
     with one_thread(device), strict_fp32():
         run()
+
+
+def _assert_uses_labels(model: nn.Module, fn, y: torch.Tensor | None, num_classes: int, what: str) -> None:
+    """A model that declares conditioning (``conditional``, default ``num_classes > 0``) gives another
+    output when every label changes (eval mode; zero-initialised parameters already perturbed)."""
+    if not num_classes or not getattr(model, "conditional", num_classes > 0):
+        return
+    assert y is not None
+    a, b = fn(y), fn((y + 1) % num_classes)
+    diff = float((a.double() - b.double()).abs().max())
+    assert diff > 1e-6, f"{what}: declares conditioning but its output does not change when the labels change"
 
 
 def check_discriminator(name: str | Entry, device: str | torch.device = "cpu") -> None:
@@ -181,6 +195,7 @@ def check_discriminator(name: str | Entry, device: str | torch.device = "cpu") -
                 d = D(x, y)
             assert d.shape == (batch,), f"{what}: bf16 output shape {tuple(d.shape)}"
             _finite(d.float(), f"{what} under bf16 autocast")
+            _assert_uses_labels(D, lambda labels: D(x, labels), y, num_classes, what)
 
     with one_thread(device), strict_fp32():
         run()
