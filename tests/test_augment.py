@@ -7,27 +7,20 @@ import torch
 
 from ganzoo.augment._common import AugmentChain
 from ganzoo.registry import AUGMENT
-from ganzoo.testing import check_augment
+from ganzoo.testing.conformance import iter_checks
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # see conftest.py
-
-_gpu = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-PRECISIONS = [
-    pytest.param("cpu", torch.float32, id="cpu-fp32"),
-    pytest.param("cpu", torch.bfloat16, id="cpu-bf16"),
-    pytest.param("cuda", torch.float32, id="cuda-fp32", marks=_gpu),
-    pytest.param("cuda", torch.bfloat16, id="cuda-bf16", marks=_gpu),
-]
 
 
 def test_diffaugment_blocks_are_registered():
     assert {"color", "translation", "cutout"} <= set(AUGMENT.names())
 
 
-@pytest.mark.parametrize(("device", "dtype"), PRECISIONS)
-@pytest.mark.parametrize("entry", AUGMENT.list(), ids=[e.name for e in AUGMENT.list()])
-def test_augment_properties(entry, device, dtype):
-    check_augment(entry, device, dtype)
+@pytest.mark.parametrize("check", [  # the kit's checks (ganzoo.testing.conformance, what `ganzoo check` runs)
+    pytest.param(c.run, id=f"{c.name}-{c.precision}", marks=[pytest.mark.gpu] if device == "cuda" else [])
+    for device in ("cpu", "cuda") for c in iter_checks(kinds=["augment"], device=device)])
+def test_augment_properties(check):
+    check()
 
 
 def test_translation_moves_pixels_and_fills_zero():

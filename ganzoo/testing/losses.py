@@ -30,6 +30,11 @@ _logit = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinit
 _logits = st.lists(_logit, min_size=1, max_size=16)
 
 
+def _entry(reg, entry: str | Entry) -> Entry:
+    """The registry entry (an ``Entry`` is used as given: it may come from a throwaway registry)."""
+    return entry if isinstance(entry, Entry) else reg.get(entry)
+
+
 def _scalar(value: torch.Tensor, what: str) -> None:
     assert torch.is_tensor(value), f"{what} returned {type(value).__name__}, not a tensor"
     assert value.dim() == 0, f"{what} returned shape {tuple(value.shape)}, not a scalar"
@@ -39,8 +44,8 @@ def _scalar(value: torch.Tensor, what: str) -> None:
 
 def check_loss(name: str | Entry, device: str | torch.device = "cpu") -> None:
     """Hypothesis checks of the loss ``name`` (name or registry entry): finite fp32 scalars, finite gradients."""
-    name = getattr(name, "name", name)
-    loss = LOSS.build(name)
+    entry = _entry(LOSS, name)
+    name, loss = entry.name, entry.build()
 
     @SETTINGS
     @given(real=_logits, fake=_logits, bf16=st.booleans())
@@ -59,7 +64,7 @@ def check_loss(name: str | Entry, device: str | torch.device = "cpu") -> None:
         assert torch.isfinite(gg).all(), f"{name}.g_loss: non-finite gradient"
 
     run()
-    check_loss_direction(name, device, loss)
+    check_loss_direction(entry, device, loss)
 
 
 # where D is wrong (reals scored as fake, fakes as real) and where G is losing (fakes scored as fake)
@@ -78,8 +83,8 @@ def check_loss_direction(name: str | Entry, device: str | torch.device = "cpu", 
     for fakes scored +|f| than -|f|. Holds for margin losses (hinge), least squares with targets
     either side of 0, and label smoothing; a flipped sign or a constant fails.
     """
-    name = getattr(name, "name", name)
-    loss = LOSS.build(name) if loss is None else loss
+    entry = _entry(LOSS, name)
+    name, loss = entry.name, (entry.build() if loss is None else loss)
 
     def t(values, grad=False):
         return torch.tensor(values, device=device, dtype=torch.float32, requires_grad=grad)
@@ -130,8 +135,8 @@ class TinyCritic(nn.Module):
 
 def check_regularizer(name: str | Entry, device: str | torch.device = "cpu") -> None:
     """Hypothesis checks of the regularizer ``name`` (name or registry entry) on :class:`TinyCritic`."""
-    name = getattr(name, "name", name)
-    reg = REGULARIZER.build(name)
+    entry = _entry(REGULARIZER, name)
+    name, reg = entry.name, entry.build()
     assert isinstance(getattr(reg, "needs_real_grad", None), bool), f"{name}: needs_real_grad must be a bool"
     active = flag("regularizer", reg, "active")
     assert isinstance(active, bool), f"{name}: active must be a bool"

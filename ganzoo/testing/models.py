@@ -37,9 +37,10 @@ RESOLUTION = 32
 SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 
-def tiny_config(registry: Registry, name: str) -> BlockConfig:
+def tiny_config(registry: Registry, name: str | Entry) -> BlockConfig:
     """The small config a backbone is checked with (see the module docstring)."""
-    cls = registry.get(name).config
+    entry = name if isinstance(name, Entry) else registry.get(name)
+    name, cls = entry.name, entry.config
     maker = getattr(cls, "for_tests", None)
     if callable(maker):
         return maker()
@@ -99,8 +100,9 @@ NUM_CLASSES = (0, 3)  # every example checks the unconditional and a conditional
 
 def check_generator(name: str | Entry, device: str | torch.device = "cpu") -> None:
     """Hypothesis checks of the generator ``name`` (a name or registry entry; see the module docstring)."""
-    name, device = getattr(name, "name", name), str(device)
-    cfg = tiny_config(GENERATOR, name)
+    entry = name if isinstance(name, Entry) else GENERATOR.get(name)
+    name, device = entry.name, str(device)
+    cfg = tiny_config(GENERATOR, entry)
 
     @SETTINGS
     @given(**_cases, z_scale=st.sampled_from([1.0, 10.0]))
@@ -112,7 +114,7 @@ def check_generator(name: str | Entry, device: str | torch.device = "cpu") -> No
         what = f"generator {name} (num_classes={num_classes}, channels={channels}, batch={batch})"
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        G = GENERATOR.build(cfg, RESOLUTION, num_classes, channels).to(device)
+        G = entry.build(cfg, RESOLUTION, num_classes, channels).to(device)
         z_dim = int(G.z_dim)
         z = (torch.randn(batch, z_dim, generator=gen) * z_scale).to(device)
         y = _labels(num_classes, batch, gen, device)
@@ -157,8 +159,9 @@ def _assert_uses_labels(model: nn.Module, fn, y: torch.Tensor | None, num_classe
 
 def check_discriminator(name: str | Entry, device: str | torch.device = "cpu") -> None:
     """Hypothesis checks of the discriminator ``name`` (a name or registry entry; see the module docstring)."""
-    name, device = getattr(name, "name", name), str(device)
-    cfg = tiny_config(DISCRIMINATOR, name)
+    entry = name if isinstance(name, Entry) else DISCRIMINATOR.get(name)
+    name, device = entry.name, str(device)
+    cfg = tiny_config(DISCRIMINATOR, entry)
 
     @SETTINGS
     @given(**_cases, x_scale=st.sampled_from([1.0, 10.0]))
@@ -170,7 +173,7 @@ def check_discriminator(name: str | Entry, device: str | torch.device = "cpu") -
         what = f"discriminator {name} (num_classes={num_classes}, channels={channels}, batch={batch})"
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        D = DISCRIMINATOR.build(cfg, RESOLUTION, num_classes, channels).to(device)
+        D = entry.build(cfg, RESOLUTION, num_classes, channels).to(device)
         x = ((torch.rand(batch, channels, RESOLUTION, RESOLUTION, generator=gen) * 2 - 1) * x_scale).to(device)
         y = _labels(num_classes, batch, gen, device)
 
