@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import kit_cases
 from ganzoo.augment._common import AugmentChain
 from ganzoo.registry import AUGMENT
-from ganzoo.testing.conformance import iter_checks
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # see conftest.py
 
@@ -16,9 +16,7 @@ def test_diffaugment_blocks_are_registered():
     assert {"color", "translation", "cutout"} <= set(AUGMENT.names())
 
 
-@pytest.mark.parametrize("check", [  # the kit's checks (ganzoo.testing.conformance, what `ganzoo check` runs)
-    pytest.param(c.run, id=f"{c.name}-{c.precision}", marks=[pytest.mark.gpu] if device == "cuda" else [])
-    for device in ("cpu", "cuda") for c in iter_checks(kinds=["augment"], device=device)])
+@pytest.mark.parametrize("check", kit_cases("augment"))  # what `ganzoo check` runs
 def test_augment_properties(check):
     check()
 

@@ -87,20 +87,11 @@ def register(registry):
     registry.ATTENTION.register(NoneConfig, nn.Identity)
 """),
     "zoo-missing-method": ("nomap", HEADER + """
-import torch
-
 class NoMapConfig(BlockConfig):
     type: Literal["nomap.attention"] = "nomap.attention"
 
-class NoMap(nn.Module):
-    # has parameters and a reference, but no attention_map
-    def __init__(self, cfg, channels=0):
-        super().__init__()
-        self.gamma = nn.Parameter(torch.zeros(()))
-    def forward(self, x):
-        return x
-    def reference(self, x):
-        return x.double()
+class NoMap(nn.Conv2d):  # parameters and a reference, but no attention_map
+    reference = nn.Conv2d.forward
 
 def register(registry):
     registry.ATTENTION.register(NoMapConfig, NoMap)

@@ -11,30 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from ganzoo.testing.conformance import iter_checks
+from conftest import kit_cases
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # see conftest.py
 
-_gpu = [pytest.mark.gpu]  # skipped where CUDA is absent (conftest.py)
 
-
-def cases(kind: str) -> list:
-    """The kit's checks of ``kind`` (``ganzoo.testing.conformance``, what ``ganzoo check`` runs), CPU
-    and CUDA, with ids ``<name>-<precision>``."""
-    return [pytest.param(c.run, id=f"{c.name}-{c.precision}", marks=_gpu if device == "cuda" else ())
-            for device in ("cpu", "cuda") for c in iter_checks(kinds=[kind], device=device)]
-
-
-@pytest.mark.parametrize("check", cases("attention"))
-def test_attention_properties(check):
-    check()
-
-
-@pytest.mark.parametrize("check", cases("norm"))
-def test_norm_properties(check):
-    check()
-
-
-@pytest.mark.parametrize("check", cases("weight_norm"))
-def test_weight_norm_properties(check):
+@pytest.mark.parametrize("check", kit_cases("attention", "norm", "weight_norm"))
+def test_layer_properties(check):
     check()

@@ -8,31 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from ganzoo.testing.conformance import iter_checks
+from conftest import kit_cases
 
 
-def cases(kind: str) -> list:
-    """The kit's checks of ``kind`` (``ganzoo.testing.conformance``, what ``ganzoo check`` runs), ids
-    ``<name>-<device>``."""
-    return [pytest.param(c.run, id=f"{c.name}-{c.precision}", marks=[pytest.mark.gpu] if device == "cuda" else [])
-            for device in ("cpu", "cuda") for c in iter_checks(kinds=[kind], device=device)]
-
-
-@pytest.mark.parametrize("check", cases("loss"))
-def test_loss_properties(check):
-    check()
-
-
-@pytest.mark.parametrize("check", cases("regularizer"))
-def test_regularizer_properties(check):
-    check()
-
-
-@pytest.mark.parametrize("check", cases("generator"))
-def test_generator_properties(check):
-    check()
-
-
-@pytest.mark.parametrize("check", cases("discriminator"))
-def test_discriminator_properties(check):
+@pytest.mark.parametrize("check", kit_cases("loss", "regularizer", "generator", "discriminator"))
+def test_block_properties(check):
     check()
