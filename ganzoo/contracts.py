@@ -52,6 +52,7 @@ __all__ = [
     "check_contract",
     "contract_problem",
     "flag",
+    "regularizer_active",
 ]
 
 
@@ -294,6 +295,16 @@ def flag(kind: str, obj: Any, name: str) -> Any:
     if kind == "attention" and name == "parameter_free" and value is None:
         return _default_flag(kind, obj, name)
     return value
+
+
+def regularizer_active(spec: Any) -> bool:
+    """Whether a regularizer adds a penalty (its ``active`` flag): ``spec`` is an instance, the
+    registered class, a config (``recipe.regularizer``) or a name. Replaces testing ``type != "none"``."""
+    if isinstance(spec, str) or (not callable(getattr(spec, "penalty", None)) and hasattr(spec, "type")):
+        from .registry import REGULARIZER
+
+        spec = REGULARIZER.get(spec if isinstance(spec, str) else spec.type).obj
+    return bool(flag("regularizer", spec, "active"))
 
 
 def contract_problem(kind: str, obj: Any) -> str | None:

@@ -20,7 +20,7 @@ from conftest import run_ganzoo
 from ganzoo import cli, plugins
 from ganzoo.augment._common import Augment
 from ganzoo.config import BlockConfig
-from ganzoo.contracts import CONTRACTS, contract_problem, flag
+from ganzoo.contracts import CONTRACTS, contract_problem, flag, regularizer_active
 from ganzoo.registry import LOSS, REGISTRIES, Registry, RegistryError
 from ganzoo.testing import check_attention_block, check_loss
 from ganzoo.testing.conformance import SelectionError, iter_checks
@@ -165,6 +165,16 @@ def test_capability_flags_have_their_documented_defaults():
     assert flag("norm", GroupNorm, "mixes_batch") is False
     assert flag("attention", nn.Identity, "parameter_free") is True
     assert flag("attention", MixingAttention, "parameter_free") is False
+
+
+def test_regularizer_active_replaces_testing_the_name_none():
+    from ganzoo.registry import REGULARIZER
+
+    for name in REGULARIZER.names():
+        cfg = REGULARIZER.get(name).config()
+        expect = name != "none"
+        assert regularizer_active(name) is expect and regularizer_active(cfg) is expect
+        assert regularizer_active(REGULARIZER.build(cfg)) is expect and regularizer_active(REGULARIZER.get(name).obj) is expect
 
 
 def _fake_entry_point(monkeypatch, namespace: str, register) -> md.EntryPoint:
