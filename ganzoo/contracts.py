@@ -256,6 +256,9 @@ CONTRACTS: dict[str, Contract] = {
 }
 
 
+_MISSING = object()
+
+
 def _lookup(cls: type, name: str) -> Any:
     """``name`` as the class defines or inherits it (never ``object``'s or the metaclass's)."""
     for klass in cls.__mro__:
@@ -265,8 +268,6 @@ def _lookup(cls: type, name: str) -> Any:
             return vars(klass)[name]
     return _MISSING
 
-
-_MISSING = object()
 
 
 def _is_placeholder(value: Any) -> bool:

@@ -269,6 +269,15 @@ def test_ganzoo_check_bad_arguments_exit_2(capsys):
         list(iter_checks(["attention:hinge"]))
 
 
+def test_ganzoo_check_reasons_are_one_line():
+    from ganzoo.commands.check import _reason
+
+    assert _reason(AssertionError("x: wrong\nFalsifying example: ...")) == "x: wrong"
+    assert _reason(ValueError("bad shape")) == "ValueError: bad shape"
+    group = ExceptionGroup("Hypothesis found 2 distinct failures", [AssertionError("a"), TypeError("b")])
+    assert _reason(group) == "a (and 1 more distinct failure)"
+
+
 def test_ganzoo_check_without_hypothesis_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "hypothesis", None)
     assert cli.main(["check", "hinge"]) == 2

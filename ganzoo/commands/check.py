@@ -7,6 +7,7 @@ any fails, 2 for bad arguments. Heavy imports (torch, hypothesis) happen in :fun
 from __future__ import annotations
 
 import argparse
+import builtins
 import sys
 import time
 
@@ -24,7 +25,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failing check")
 
 
+_GROUP = getattr(builtins, "BaseExceptionGroup", ())  # Python >= 3.11
+
+
 def _reason(exc: BaseException) -> str:
+    """One line: an assertion's message, else the exception's type and first line (hypothesis reports
+    several distinct failures as a group: the first one, and how many)."""
+    if isinstance(exc, _GROUP) and exc.exceptions:
+        more = len(exc.exceptions) - 1
+        return _reason(exc.exceptions[0]) + (f" (and {more} more distinct failure{'s' * (more > 1)})" if more else "")
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
     if isinstance(exc, AssertionError):
