@@ -9,6 +9,9 @@ autocast dtype while parameters and inputs stay fp32 (how training runs in bf16)
 What a block must provide, beyond its kind's contract, to get the stronger checks:
 
 * any kind: ``gradient_free_parameters`` (names) lists parameters that get no gradient by design.
+* attention and norm: samples stay independent (sample 0's output does not change when the rest of
+  the batch does) in eval mode always, and in training mode unless the block declares
+  ``mixes_batch = True`` (batch norms do). The flags and their defaults are in ``ganzoo/contracts.py``.
 * attention: ``reference(x)`` (float64 maths, no side effects) is required when the block has
   parameters; ``reference_attention_map(x)`` is optional; ``permutation_equivariant = True`` (class or
   instance attribute) adds the spatial-permutation check.
@@ -181,7 +184,8 @@ def check_attention_block(
     eval mode) and every trainable parameter gets a gradient; eval mode is deterministic, leaves
     the state untouched and gives the same output for a channels_last input; ``attention_map`` is
     [B, H*W, M] with non-negative rows summing to 1 (and matches ``reference_attention_map``);
-    permutation equivariance where declared.
+    permutation equivariance where declared; batch independence (eval mode, and training mode
+    unless ``mixes_batch``); a ``parameter_free`` block has no parameters.
     """
     entry = _entry(ATTENTION, entry)
     if isinstance(cfg, dict):
@@ -344,7 +348,8 @@ def check_norm_block(
     every trainable parameter gets a gradient, eval mode deterministic, a state-dict copy behaves
     the same. Built with ``num_classes = 0``: either a one-line ValueError (a conditional norm) or
     a norm that ignores ``y`` (same output with and without labels); a block class declaring
-    ``conditional = False`` must be the latter.
+    ``conditional = False`` must be the latter. Batch independence in eval mode, and in training
+    mode unless the block declares ``mixes_batch = True``.
     """
     entry = _entry(NORM, entry)
     if isinstance(cfg, dict):
