@@ -284,8 +284,9 @@ def test_ganzoo_check_without_hypothesis_says_what_to_install(monkeypatch, capsy
     assert capsys.readouterr().err.strip() == "ganzoo check needs hypothesis: pip install 'ganzoo[testing]'"
 
 
-def test_ganzoo_check_subprocess_passes_on_builtins():
-    out = run_ganzoo("check", "hinge", "sagan", timeout=300)
+def test_ganzoo_check_subprocess_passes_on_builtins(tmp_path):
+    out = run_ganzoo("check", "hinge", "sagan", cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     assert sum(line.startswith("PASS") for line in lines) == 3 and lines[-1].startswith("3 checks: 3 passed, 0 failed")
+    assert not list(tmp_path.iterdir())  # no .hypothesis folder left where it ran

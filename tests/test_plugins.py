@@ -165,6 +165,33 @@ def test_ganzoo_check_plugin_runs_the_kit_on_the_example_plugin(plugin_site, tmp
     assert out.stdout.startswith("FAIL  plugin  nomap  load") and "missing method 'attention_map'" in out.stdout
 
 
+def test_ganzoo_check_from_a_wheel_install_with_no_checkout(tmp_path):
+    """The issue's acceptance: ganzoo built as a wheel (tests/ is not in it) plus the example plugin,
+    run from a folder that is no checkout: the conformance kit ships in the package."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "ganzoo", src / "ganzoo", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    wheels = tmp_path / "wheels"
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                          "--disable-pip-version-check", "-w", str(wheels), str(src)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    wheel = next(wheels.glob("ganzoo-*.whl"))
+    site = tmp_path / "site"
+    _pip_install(site, wheel, EXAMPLE)
+    assert not (site / "tests").exists()
+    env = {"PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import ganzoo; print(ganzoo.__file__)"], cwd=tmp_path,
+                           env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert where.stdout.startswith(str(site)), where.stdout + where.stderr
+    out = run_ganzoo("check", "--plugin", "ganzoo-example-plugin", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1].startswith("3 checks: 3 passed, 0 failed")
+
+
 def test_plugin_blocks_validate_in_recipes(plugin_site, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"base: {REPO / 'recipes' / 'quickstart.yaml'}\n"

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import contextlib
 import sys
+import tempfile
 import time
 
 NAME = "check"
@@ -47,6 +49,26 @@ def main(args: argparse.Namespace) -> int:
     except ImportError:
         print("ganzoo check needs hypothesis: pip install 'ganzoo[testing]'", file=sys.stderr)
         return 2
+    with _hypothesis_home():
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _hypothesis_home():
+    """Hypothesis keeps caches in ``./.hypothesis``: point it at a temporary folder while checking, so
+    ``ganzoo check`` leaves nothing in the user's folder, and restore it after."""
+    from hypothesis import configuration
+
+    before = getattr(configuration, "__hypothesis_home_directory", None)
+    with tempfile.TemporaryDirectory(prefix="ganzoo-check-") as home:
+        configuration.set_hypothesis_home_dir(home)
+        try:
+            yield
+        finally:
+            configuration.set_hypothesis_home_dir(before)
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..testing.conformance import SelectionError, iter_checks

@@ -24,7 +24,8 @@ from torch import nn
 from ..contracts import flag
 from ..registry import LOSS, REGULARIZER, Entry
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+                    database=None)  # no .hypothesis folder where `ganzoo check` runs
 
 _logit = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False, width=32)
 _logits = st.lists(_logit, min_size=1, max_size=16)

@@ -34,7 +34,8 @@ from ..registry import DISCRIMINATOR, GENERATOR, Entry, Registry
 from .strategies import strict_fp32
 
 RESOLUTION = 32
-SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+                    database=None)  # no .hypothesis folder where `ganzoo check` runs
 
 
 def tiny_config(registry: Registry, name: str | Entry) -> BlockConfig:
