@@ -237,6 +237,48 @@ def test_batch_mixing_attention_is_caught():
         check_attention_block(entry, "cpu", torch.float32, shrink=False)
 
 
+class _BatchMeanConfig(BlockConfig):
+    type: Literal["batch_mean_test"] = "batch_mean_test"
+
+
+class BatchMeanNorm(nn.Module):
+    """Subtracts the batch's mean in both modes: fine in training mode only if declared, never in eval."""
+
+    conditional = False
+
+    def __init__(self, cfg=None, channels: int = 8, num_classes: int = 0) -> None:
+        super().__init__()
+
+    def forward(self, x, y=None):
+        return x - x.mean(0, keepdim=True)
+
+
+def test_batch_mixing_norm_is_caught_in_eval_mode_even_when_declared():
+    from ganzoo.testing import check_norm_block
+
+    entry = _entry("norm", _BatchMeanConfig, BatchMeanNorm)
+    with pytest.raises(AssertionError, match=r"in train mode .* \(declare mixes_batch = True"):
+        check_norm_block(entry, shrink=False)
+    declared = _entry("norm", _BatchMeanConfig, type("Declared", (BatchMeanNorm,), {"mixes_batch": True}))
+    with pytest.raises(AssertionError, match=r"in eval mode sample 0's output changed"):
+        check_norm_block(declared, shrink=False)
+
+
+def test_conditional_generator_that_ignores_its_labels_is_caught():
+    from ganzoo.models.resnet_generator import ResNetGenerator, ResNetGeneratorConfig
+    from ganzoo.testing import check_generator
+
+    class DeafConfig(ResNetGeneratorConfig):
+        type: Literal["deaf_test"] = "deaf_test"
+
+    class DeafG(ResNetGenerator):
+        def forward(self, z, y=None):
+            return super().forward(z, None if y is None else torch.zeros_like(y))
+
+    with pytest.raises(AssertionError, match=r"num_classes=3.*declares conditioning but its output does not change"):
+        check_generator(_entry("generator", DeafConfig, DeafG))
+
+
 def test_ganzoo_check_reports_each_broken_block_and_exits_1(capsys):
     regs = [(LOSS, _FlippedConfig, FlippedHinge), (LOSS, _ZeroGradConfig, ZeroGradG),
             (REGISTRIES["attention"], _MixingConfig, MixingAttention)]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -34,8 +34,10 @@ from ..registry import DISCRIMINATOR, GENERATOR, Entry, Registry
 from .strategies import strict_fp32
 
 RESOLUTION = 32
+# no example database (no .hypothesis folder where `ganzoo check` runs); no shrinking: with 3 examples of
+# whole backbones it costs tens of seconds and makes the reported seed no simpler
 SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                    database=None)  # no .hypothesis folder where `ganzoo check` runs
+                    database=None, phases=[Phase.explicit, Phase.generate])
 
 
 def tiny_config(registry: Registry, name: str | Entry) -> BlockConfig:
