@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Mapping
 from pydantic import BaseModel
 
 from .config import BlockConfig, config_tag
+from .contracts import check_contract
 from .errors import GanzooError
 
 BUILTIN = "builtin"
@@ -116,6 +117,7 @@ class Registry:
                 f"{self.kind} '{name}' is already registered by {prev.source}; "
                 f"{source} may not {what} name (use a new, versioned name such as '{name}_v2')"
             )
+        check_contract(self.kind, obj, name, source)  # one kind's Protocol: ganzoo/contracts.py
         self._entries[name] = Entry(self.kind, name, obj, config, source)
         self._version += 1
         _plugins.record(self, name)

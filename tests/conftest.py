@@ -44,6 +44,15 @@ def one_cpu_thread():
     torch.set_num_threads(before)
 
 
+def kit_cases(*kinds: str) -> list:
+    """The conformance kit's checks of ``kinds`` (``ganzoo.testing.conformance``: exactly what ``ganzoo
+    check`` runs) on CPU and CUDA (marked ``gpu``), as pytest params with ids ``<kind>-<name>-<precision>``."""
+    from ganzoo.testing.conformance import iter_checks
+
+    return [pytest.param(c.run, id=f"{c.kind}-{c.name}-{c.precision}", marks=[pytest.mark.gpu] if dev == "cuda" else [])
+            for dev in ("cpu", "cuda") for c in iter_checks(kinds=kinds, device=dev)]
+
+
 def tiny_recipe(**overrides) -> dict:
     """A tiny class-conditional SAGAN recipe (synthetic data, widths 4) as a plain mapping, for fast CPU
     runs; ``overrides`` are deep-merged into it (``tiny_recipe(seed=5, train={"steps": 4})``)."""

@@ -5,29 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import kit_cases
 from ganzoo.augment._common import AugmentChain
 from ganzoo.registry import AUGMENT
-from ganzoo.testing import check_augment
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # see conftest.py
-
-_gpu = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-PRECISIONS = [
-    pytest.param("cpu", torch.float32, id="cpu-fp32"),
-    pytest.param("cpu", torch.bfloat16, id="cpu-bf16"),
-    pytest.param("cuda", torch.float32, id="cuda-fp32", marks=_gpu),
-    pytest.param("cuda", torch.bfloat16, id="cuda-bf16", marks=_gpu),
-]
 
 
 def test_diffaugment_blocks_are_registered():
     assert {"color", "translation", "cutout"} <= set(AUGMENT.names())
 
 
-@pytest.mark.parametrize(("device", "dtype"), PRECISIONS)
-@pytest.mark.parametrize("entry", AUGMENT.list(), ids=[e.name for e in AUGMENT.list()])
-def test_augment_properties(entry, device, dtype):
-    check_augment(entry, device, dtype)
+@pytest.mark.parametrize("check", kit_cases("augment"))  # what `ganzoo check` runs
+def test_augment_properties(check):
+    check()
 
 
 def test_translation_moves_pixels_and_fills_zero():

@@ -86,6 +86,16 @@ class NoneConfig(BlockConfig):
 def register(registry):
     registry.ATTENTION.register(NoneConfig, nn.Identity)
 """),
+    "zoo-missing-method": ("nomap", HEADER + """
+class NoMapConfig(BlockConfig):
+    type: Literal["nomap.attention"] = "nomap.attention"
+
+class NoMap(nn.Conv2d):  # parameters and a reference, but no attention_map
+    reference = nn.Conv2d.forward
+
+def register(registry):
+    registry.ATTENTION.register(NoMapConfig, NoMap)
+"""),
     "zoo-not-pydantic": ("notpyd", HEADER + """
 class NotAModel:
     type = "notpyd.x"
@@ -125,19 +135,61 @@ def test_broken_plugins_warn_once_each_and_the_rest_works(plugin_site):
     # the working plugins and the built-ins are there ...
     assert {"good.identity", "example.linear_attention", "none"} <= names
     # ... nothing of a broken plugin stays registered, not even what it registered before failing
-    assert not {n for n in names if n.startswith(("dup.", "raiser.", "shadow.", "notpyd."))}
+    assert not {n for n in names if n.startswith(("dup.", "raiser.", "shadow.", "notpyd.", "nomap."))}
     warnings = [line for line in out.stderr.splitlines() if "PluginWarning" in line]
     expected = {
         "zoo-raises-on-import": "RuntimeError: boom at import",
         "zoo-duplicate": "already registered by zoo-duplicate 0.0.1",
         "zoo-shadow": "may only register names in its namespace",
         "zoo-not-pydantic": "must be a pydantic model",
+        "zoo-missing-method": "attention 'nomap.attention' (zoo-missing-method 0.0.1): missing method "
+                              "'attention_map' required by the attention contract",
     }
     for dist, err in expected.items():
         hits = [w for w in warnings if f"from distribution {dist} 0.0.1" in w]
         assert len(hits) == 1, (dist, warnings)
         assert err in hits[0], hits[0]
     assert len(warnings) == len(expected), warnings
+
+
+def test_ganzoo_check_plugin_runs_the_kit_on_the_example_plugin(plugin_site, tmp_path):
+    """What the example plugin's README tells authors to run, from outside any checkout."""
+    out = run_ganzoo("check", "--plugin", "ganzoo-example-plugin", cwd=tmp_path, env=_env(plugin_site))
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert {line.split()[2] for line in lines[:-1]} == {"example.linear_attention", "example.smoothed_non_saturating"}
+    assert all(line.startswith("PASS") for line in lines[:-1]) and lines[-1].startswith("3 checks: 3 passed")
+    # a plugin refused at registration is reported, not silently checked as nothing
+    out = run_ganzoo("check", "--plugin", "zoo_missing_method", cwd=tmp_path, env=_env(plugin_site))
+    assert out.returncode == 1
+    assert out.stdout.startswith("FAIL  plugin  nomap  load") and "missing method 'attention_map'" in out.stdout
+
+
+def test_ganzoo_check_from_a_wheel_install_with_no_checkout(tmp_path):
+    """The issue's acceptance: ganzoo built as a wheel (tests/ is not in it) plus the example plugin,
+    run from a folder that is no checkout: the conformance kit ships in the package."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "ganzoo", src / "ganzoo", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    wheels = tmp_path / "wheels"
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                          "--disable-pip-version-check", "-w", str(wheels), str(src)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    wheel = next(wheels.glob("ganzoo-*.whl"))
+    site = tmp_path / "site"
+    _pip_install(site, wheel, EXAMPLE)
+    assert not (site / "tests").exists()
+    env = {"PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import ganzoo; print(ganzoo.__file__)"], cwd=tmp_path,
+                           env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert where.stdout.startswith(str(site)), where.stdout + where.stderr
+    out = run_ganzoo("check", "--plugin", "ganzoo-example-plugin", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1].startswith("3 checks: 3 passed, 0 failed")
 
 
 def test_plugin_blocks_validate_in_recipes(plugin_site, tmp_path):

@@ -20,6 +20,8 @@ class NoAttentionConfig(BlockConfig):
 class NoAttention(nn.Identity):
     """Identity: no attention (the paper's 'no attention' ablation)."""
 
+    parameter_free = True  # nothing to check against a reference (ganzoo.contracts)
+
     def __init__(self, cfg: NoAttentionConfig | None = None, channels: int = 0, **_: object) -> None:
         super().__init__()
         self.cfg = cfg or NoAttentionConfig()

@@ -1,6 +1,7 @@
 """The augmentation contract shared by every ``augment`` block, and the chain a recipe builds."""
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Sequence
 
 import torch
@@ -14,15 +15,18 @@ Params = dict[str, torch.Tensor]
 class Augment(nn.Module):
     """Base class of augment blocks: ``forward(x) = apply(x, sample_params(x.shape, x.device))``."""
 
+    @abstractmethod  # marks the placeholder: a subclass without its own is refused at registration
     def sample_params(self, shape: Sequence[int], device: torch.device | str,
                       generator: torch.Generator | None = None) -> Params:
         """One set of random parameters per image of a batch of ``shape`` ``[N, C, H, W]``, drawn on
         ``device`` (from ``generator`` if given). Never reads anything back to the host."""
         raise NotImplementedError
 
+    @abstractmethod
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         raise NotImplementedError
 
+    @abstractmethod
     def reference(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         raise NotImplementedError
 

@@ -12,6 +12,7 @@ A metric block is built as ``METRIC.build(cfg)`` and provides:
 """
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ class Metric:
     def reference_stats(self, features: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         return {}
 
+    @abstractmethod  # marks the placeholder: a subclass without its own is refused at registration
     def compute(self, features: dict[str, torch.Tensor], reference: dict[str, np.ndarray] | None) -> dict[str, float]:
         raise NotImplementedError
 

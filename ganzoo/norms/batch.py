@@ -27,6 +27,7 @@ class BatchNorm(nn.BatchNorm2d):
     """Batch normalisation (BatchNorm2d), per-channel gain and bias; class labels are ignored."""
 
     conditional = False  # ignores class labels (see ganzoo.models._norm)
+    mixes_batch = True  # train mode normalises with the batch's statistics (eval mode: running ones)
 
     def __init__(self, cfg: BatchNormConfig | None = None, channels: int = 0, num_classes: int = 0) -> None:
         cfg = cfg or BatchNormConfig()

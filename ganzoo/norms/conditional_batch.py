@@ -37,6 +37,7 @@ class ConditionalBatchNorm(nn.Module):
     """Class-conditional BatchNorm: BN without affine, then per-class gains (init 1) and biases (init 0)."""
 
     conditional = True  # needs labels y (see ganzoo.models._norm)
+    mixes_batch = True  # train mode normalises with the batch's statistics (eval mode: running ones)
 
     def __init__(self, cfg: ConditionalBatchNormConfig | None = None, channels: int = 0, num_classes: int = 0) -> None:
         super().__init__()

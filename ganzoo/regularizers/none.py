@@ -20,6 +20,7 @@ class NoRegularizer:
     """No regularizer: penalty 0 (SAGAN relies on spectral norm alone)."""
 
     needs_real_grad = False
+    active = False  # the penalty is always 0: the trainer need not call it (ganzoo.contracts)
 
     def __init__(self, cfg: NoRegularizerConfig | None = None) -> None:
         self.cfg = cfg or NoRegularizerConfig()

@@ -9,6 +9,9 @@ autocast dtype while parameters and inputs stay fp32 (how training runs in bf16)
 What a block must provide, beyond its kind's contract, to get the stronger checks:
 
 * any kind: ``gradient_free_parameters`` (names) lists parameters that get no gradient by design.
+* attention and norm: samples stay independent (sample 0's output does not change when the rest of
+  the batch does) in eval mode always, and in training mode unless the block declares
+  ``mixes_batch = True`` (batch norms do). The flags and their defaults are in ``ganzoo/contracts.py``.
 * attention: ``reference(x)`` (float64 maths, no side effects) is required when the block has
   parameters; ``reference_attention_map(x)`` is optional; ``permutation_equivariant = True`` (class or
   instance attribute) adds the spatial-permutation check.
@@ -28,16 +31,18 @@ from hypothesis import strategies as st
 from torch import nn
 
 from ..config import BlockConfig
+from ..contracts import flag
 from ..errors import GanzooError
 from ..norms._weights import reference_bias, reference_weight
 from ..registry import ATTENTION, NORM, WEIGHT_NORM, Entry, Registry
-from .strategies import assert_rel_close, draw_seed, run_property, tolerance
+from .strategies import assert_rel_close, draw_seed, rel_error, run_property, tolerance
 
 __all__ = [
     "check_attention_block",
     "check_norm_block",
     "check_weight_norm",
     "check_permutation_equivariance",
+    "assert_batch_independent",
 ]
 
 
@@ -87,6 +92,34 @@ def _floating_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def assert_batch_independent(fn, x: torch.Tensor, tol: float, what: str, mode: str) -> None:
+    """``fn(x)[0]`` is unchanged when the other samples of the batch change (no mixing across the batch).
+
+    ``fn`` must not carry state between its two calls (pass a fresh copy of a block per call: a
+    training-mode forward may step e.g. a spectral norm's power iteration).
+    """
+    if x.shape[0] < 2:
+        x = torch.cat([x, torch.randn_like(x)])
+    other = x.clone()
+    other[1:] = torch.randn_like(x[1:]) * 3 + 1
+    with torch.no_grad():
+        a, b = fn(x)[0], fn(other)[0]
+    err = rel_error(b, a)
+    if not err <= tol:
+        raise AssertionError(
+            f"{what}: in {mode} mode sample 0's output changed by {err:.3g} (relative) when the other samples "
+            "of the batch changed: it mixes samples across the batch"
+            + (" (declare mixes_batch = True if its train mode must)" if mode == "train" else "")
+        )
+
+
+def _fresh(block: nn.Module):
+    """``x -> copy(block)(x)``: each call on an untouched copy of the block's state."""
+    def fn(*args):
+        return copy.deepcopy(block)(*args)
+    return fn
 
 
 def _permute_pixels(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
@@ -151,7 +184,8 @@ def check_attention_block(
     eval mode) and every trainable parameter gets a gradient; eval mode is deterministic, leaves
     the state untouched and gives the same output for a channels_last input; ``attention_map`` is
     [B, H*W, M] with non-negative rows summing to 1 (and matches ``reference_attention_map``);
-    permutation equivariance where declared.
+    permutation equivariance where declared; batch independence (eval mode, and training mode
+    unless ``mixes_batch``); a ``parameter_free`` block has no parameters.
     """
     entry = _entry(ATTENTION, entry)
     if isinstance(cfg, dict):
@@ -174,6 +208,9 @@ def check_attention_block(
         params = [p for p in block.parameters() if p.requires_grad]
         if params and not has_ref:
             raise AssertionError(f"attention '{name}' has parameters but no reference(x) to check them against")
+        if params and flag("attention", block, "parameter_free"):
+            raise AssertionError(f"attention '{name}' is parameter_free (declared or nn.Identity) but has parameters")
+        mixes = bool(flag("attention", block, "mixes_batch"))
 
         # gamma = 0 at initialisation: the block is exactly the identity
         if has_gamma:
@@ -203,6 +240,9 @@ def check_attention_block(
             (ref * r).sum().backward()
             assert_rel_close(xf.grad, xr.grad, gtol, f"attention '{name}' input gradient vs reference")
         _check_grads(block, f"attention '{name}'")
+        if not mixes:
+            with ctx():
+                assert_batch_independent(_fresh(block), x, tol, f"attention '{name}'", "train")
 
         # eval mode: deterministic, no state change, matches the reference
         block.eval()
@@ -221,6 +261,8 @@ def check_attention_block(
         assert_rel_close(e_cl, e1, tol, f"attention '{name}' channels_last input vs contiguous")
         if has_ref:
             _assert_output_close(e1, ref, x, has_gamma, tol, f"attention '{name}' eval forward vs reference")
+        with ctx():  # always, also for blocks that mix the batch in training mode
+            assert_batch_independent(block, x, tol, f"attention '{name}'", "eval")
 
         # attention map
         if callable(getattr(block, "attention_map", None)):
@@ -306,7 +348,8 @@ def check_norm_block(
     every trainable parameter gets a gradient, eval mode deterministic, a state-dict copy behaves
     the same. Built with ``num_classes = 0``: either a one-line ValueError (a conditional norm) or
     a norm that ignores ``y`` (same output with and without labels); a block class declaring
-    ``conditional = False`` must be the latter.
+    ``conditional = False`` must be the latter. Batch independence in eval mode, and in training
+    mode unless the block declares ``mixes_batch = True``.
     """
     entry = _entry(NORM, entry)
     if isinstance(cfg, dict):
@@ -335,6 +378,10 @@ def check_norm_block(
         if any(p.requires_grad for p in block.parameters()):
             (out.to(torch.float64) * torch.randn(x.shape, device=device, dtype=torch.float64)).sum().backward()
             _check_grads(block, f"norm '{name}'")
+        tol = tolerance(cdtype)
+        if not flag("norm", block, "mixes_batch"):
+            with ctx():
+                assert_batch_independent(lambda t: copy.deepcopy(block)(t, y), x, tol, f"norm '{name}'", "train")
 
         block.eval()
         state = _floating_state(block)
@@ -345,6 +392,8 @@ def check_norm_block(
         if not _same_state(state, _floating_state(block)):
             raise AssertionError(f"norm '{name}': an eval-mode forward changed parameters or buffers")
         _check_finite(e1, f"norm '{name}' eval")
+        with ctx():  # eval mode never mixes samples (running statistics for batch norms)
+            assert_batch_independent(lambda t: block(t, y), x, tol, f"norm '{name}'", "eval")
         twin = entry.build(cfg, c, num_classes=k).to(device=device, dtype=pdtype)
         twin.load_state_dict(block.state_dict())
         twin.eval()

@@ -6,11 +6,20 @@ import torch
 
 from ganzoo.registry import ATTENTION, LOSS
 from ganzoo.testing import check_attention_block, check_loss
+from ganzoo.testing.conformance import iter_checks
 
 
 def test_blocks_are_registered_under_the_namespace():
     assert ATTENTION.get("example.linear_attention").source.startswith("ganzoo-example-plugin ")
     assert LOSS.get("example.smoothed_non_saturating").source.startswith("ganzoo-example-plugin ")
+
+
+def test_every_block_passes_the_conformance_kit():
+    """Exactly what `ganzoo check --plugin ganzoo-example-plugin` runs."""
+    checks = list(iter_checks(plugin="ganzoo-example-plugin"))
+    assert {name for _, name, _, _ in checks} == {"example.linear_attention", "example.smoothed_non_saturating"}
+    for _, _, _, run in checks:
+        run()
 
 
 @pytest.mark.parametrize("spectral_norm", [True, False])

@@ -1,0 +1,356 @@
+"""Typed block contracts: one :class:`typing.Protocol` per registry kind, checked at registration.
+
+Each kind's Protocol below is the full contract a block of that kind (built-in or plugin) must meet:
+its constructor, its required methods and its *capability flags*, class attributes that ganzoo's
+trainer, models and property checks read. A flag annotated with a default in the Protocol is
+optional; the default applies when a block does not set it, and :func:`flag` reads it that way::
+
+    from ganzoo.contracts import flag
+    flag("regularizer", reg, "active")        # False for regularizer 'none', True by default
+
+:meth:`ganzoo.registry.Registry.register` calls :func:`check_contract` on the registered class, so a
+block missing a required method is refused when it registers, with one line such as
+``attention 'acme.x' (acme-dist 1.0): missing method 'attention_map' required by the attention
+contract``; a plugin refused so is skipped with one ``PluginWarning`` (see :mod:`ganzoo.plugins`).
+What registration can see is the class: methods must exist (and not be a base class's placeholder
+marked ``__isabstractmethod__``, such as :class:`ganzoo.augment._common.Augment`'s), flags must have
+the documented type. What only a built block shows (shapes, maths, batch independence, loss
+direction) is verified by the property checks of :mod:`ganzoo.testing`, run by ``ganzoo check``.
+
+The Protocols are not ``runtime_checkable``: ``isinstance`` would demand every flag on every
+object, while flags have defaults; :func:`check_contract` is the runtime check. This module imports
+no torch (the registry imports it).
+
+docs/plugins.md states every contract in prose, with what ``ganzoo check`` verifies.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional, Protocol, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from .config import BlockConfig
+
+__all__ = [
+    "AttentionBlock",
+    "NormBlock",
+    "WeightNormBlock",
+    "LossBlock",
+    "RegularizerBlock",
+    "AugmentBlock",
+    "GeneratorBlock",
+    "DiscriminatorBlock",
+    "DatasetBlock",
+    "MetricBlock",
+    "CONTRACTS",
+    "Contract",
+    "check_contract",
+    "contract_problem",
+    "flag",
+    "regularizer_active",
+]
+
+
+# ----------------------------------------------------------------------------- the Protocols
+class AttentionBlock(Protocol):
+    """``attention``: an ``nn.Module`` built as ``cls(cfg, channels)``; ``forward(x) -> same shape``.
+
+    ``x`` is ``[B, C, H, W]`` (any float dtype, contiguous or channels_last); the output has the same
+    shape and dtype. Residual blocks (``x + gamma * o``) keep a parameter ``gamma`` initialised to 0,
+    so the block starts as the identity. A block with parameters must also give its float64 maths
+    (``reference``) and its attention weights (``attention_map``): that is how its parameters are
+    checked. A parameter-free block (``parameter_free = True``; ``nn.Identity`` subclasses are by
+    default) needs neither.
+    """
+
+    #: the block has no parameters, so ``reference``/``attention_map`` are not required
+    #: (default: True for ``nn.Identity`` subclasses, else False)
+    parameter_free: ClassVar[bool]
+    #: the train-mode output of a sample depends on the other samples of the batch (batch
+    #: statistics); eval mode must keep samples independent regardless
+    mixes_batch: ClassVar[bool] = False
+    #: permuting the input's pixels permutes the output the same way (adds that check)
+    permutation_equivariant: ClassVar[bool] = False
+    #: ``named_parameters`` names that get no (or a zero) gradient by design
+    gradient_free_parameters: ClassVar[Sequence[str]] = ()
+
+    def __init__(self, cfg: BlockConfig, channels: int) -> None: ...
+    def forward(self, x: torch.Tensor) -> torch.Tensor: ...
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` in float64, without side effects (no power-iteration step), dtype float64."""
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, H*W, M]`` attention weights, non-negative rows summing to 1."""
+    # optional: reference_attention_map(x) -> the same in float64, compared with attention_map
+
+
+class NormBlock(Protocol):
+    """``norm``: an ``nn.Module`` built as ``cls(cfg, channels, num_classes=0)``; ``forward(x, y=None)``.
+
+    ``x`` is ``[B, C, H, W]``, ``y`` ``[B]`` class indices or None; the output has ``x``'s shape and
+    dtype. A conditional norm built with ``num_classes=0`` raises a one-line ``ValueError``; an
+    unconditional one ignores ``y``.
+    """
+
+    #: needs class labels (default: the name is ``conditional_<x>`` or ``<ns>.conditional_<x>``);
+    #: G uses a conditional norm's unconditional counterpart (its config's ``unconditional()``)
+    #: where there are no labels
+    conditional: ClassVar[Optional[bool]] = None
+    #: train-mode outputs use batch statistics (BatchNorm); eval mode must keep samples independent
+    mixes_batch: ClassVar[bool] = False
+    gradient_free_parameters: ClassVar[Sequence[str]] = ()
+
+    def __init__(self, cfg: BlockConfig, channels: int, num_classes: int = 0) -> None: ...
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor: ...
+
+
+class WeightNormBlock(Protocol):
+    """``weight_norm``: built as ``cls(cfg)``; calling it on a Conv/Linear/Embedding returns that
+    module re-parametrised (``wrap(module)``, the same, is conventional). Parametrizations built on
+    ``torch.nn.utils.parametrize`` give a ``reference(weight64)`` method (float64, no side effects)."""
+
+    #: the effective weight's largest singular value is 1 (adds that check)
+    unit_spectral_norm: ClassVar[bool] = False
+
+    def __init__(self, cfg: BlockConfig) -> None: ...
+    def __call__(self, module: nn.Module) -> nn.Module: ...
+
+
+class LossBlock(Protocol):
+    """``loss``: built as ``cls(cfg)``; both losses are float32 scalars (means over all elements,
+    computed in float32 outside autocast), minimised by D and by G respectively.
+
+    Direction: D's loss falls as real logits rise and as fake logits fall (where D is wrong); G's
+    loss falls as fake logits rise (where G is losing), with a gradient that is not all zero.
+    """
+
+    def __init__(self, cfg: BlockConfig) -> None: ...
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor: ...
+    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor: ...
+
+
+class RegularizerBlock(Protocol):
+    """``regularizer``: built as ``cls(cfg)``; ``penalty(D, real, fake, y)`` is a non-negative float32
+    scalar, its weight included, added to D's loss; differentiable (reaching D's parameters) when
+    positive. ``y`` is passed to ``D`` unchanged."""
+
+    #: the penalty differentiates D with respect to the real images (R1): the loop must call it with
+    #: autograd on, and not on a compiled D without double backward. Required, no default.
+    needs_real_grad: ClassVar[bool]
+    #: False: the penalty is always 0 and the trainer skips calling it (regularizer ``none``)
+    active: ClassVar[bool] = True
+
+    def __init__(self, cfg: BlockConfig) -> None: ...
+    def penalty(self, D: Callable[..., torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+                y: Optional[torch.Tensor] = None) -> torch.Tensor: ...
+
+
+class AugmentBlock(Protocol):
+    """``augment``: an ``nn.Module`` without parameters built as ``cls(cfg)`` (subclass
+    :class:`ganzoo.augment._common.Augment`); ``forward(x) = apply(x, sample_params(x.shape, x.device))``."""
+
+    def __init__(self, cfg: BlockConfig) -> None: ...
+    def sample_params(self, shape: Sequence[int], device: Any,
+                      generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
+        """One set of parameters per image (leading dimension N), on ``device``, no host read."""
+    def apply(self, x: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Differentiable in ``x``, same shape and dtype, each image with its own parameters."""
+    def reference(self, x: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``apply`` written plainly, image by image, in float64."""
+
+
+class GeneratorBlock(Protocol):
+    """``generator``: an ``nn.Module`` built as ``cls(cfg, resolution, num_classes, channels)``;
+    ``forward(z [B, z_dim], y [B] or None) -> images [B, channels, resolution, resolution]`` in [-1, 1].
+    Instance attributes: ``z_dim`` (int) and ``conditional`` (bool, default ``num_classes > 0``:
+    whether labels are used; a conditional model's output must change with its labels). The config
+    may define a classmethod ``for_tests()`` giving a tiny config for the checks."""
+
+    z_dim: int
+    conditional: bool
+
+    def __init__(self, cfg: BlockConfig, resolution: int, num_classes: int, channels: int) -> None: ...
+    def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor: ...
+
+
+class DiscriminatorBlock(Protocol):
+    """``discriminator``: an ``nn.Module`` built as ``cls(cfg, resolution, num_classes, channels)``;
+    ``forward(x [B, channels, res, res], y [B] or None) -> logits [B]``. Instance attribute
+    ``conditional`` (bool, default ``num_classes > 0``). Logit ``i`` depends on image ``i`` only
+    (the gradient penalties rely on it)."""
+
+    conditional: bool
+
+    def __init__(self, cfg: BlockConfig, resolution: int, num_classes: int, channels: int) -> None: ...
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor: ...
+
+
+class DatasetBlock(Protocol):
+    """``dataset``: built as ``cls(cfg, resolution, split="train")``; an
+    :class:`ganzoo.datasets.ImageDataset` (subclass it): ``images`` uint8 ``[N, C, H, W]``, ``labels``
+    int64 ``[N]``, ``num_classes``, ``class_names``, ``content_hash``."""
+
+    def __init__(self, cfg: BlockConfig, resolution: int, split: str = "train") -> None: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, i: int) -> Any: ...
+
+
+class MetricBlock(Protocol):
+    """``metric``: built as ``cls(cfg)`` (subclass :class:`ganzoo.metrics._base.Metric`), on Inception
+    features (``features["pool"]`` ``[N, 2048]``, ``features["logits"]`` ``[N, 1008]``)."""
+
+    #: compares against reference images (FID, KID)
+    needs_reference: ClassVar[bool] = True
+    #: uses the Inception classifier's logits (IS)
+    needs_logits: ClassVar[bool] = False
+
+    def __init__(self, cfg: BlockConfig) -> None: ...
+    def reference_key(self) -> dict[str, Any]: ...
+    def reference_stats(self, features: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]: ...
+    def compute(self, features: Mapping[str, torch.Tensor],
+                reference: Optional[Mapping[str, np.ndarray]]) -> dict[str, float]: ...
+
+
+# ----------------------------------------------------------------------------- the checks
+@dataclass(frozen=True)
+class Contract:
+    """What registration checks of one kind: required methods, conditionally required ones, flags."""
+
+    kind: str
+    protocol: type
+    methods: tuple[str, ...]
+    #: methods required unless ``flag`` is true: ((flag, (method, ...)), ...)
+    unless: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: class-level flags: name -> (allowed types, required?)
+    flags: Mapping[str, tuple[tuple[type, ...], bool]] = field(default_factory=dict)
+
+
+_BOOL = (bool,)
+_OPT_BOOL = (bool, type(None))
+_SEQ = (tuple, list, frozenset, set)
+
+CONTRACTS: dict[str, Contract] = {
+    c.kind: c
+    for c in (
+        Contract("attention", AttentionBlock, ("forward",), (("parameter_free", ("reference", "attention_map")),),
+                 {"parameter_free": (_BOOL, False), "mixes_batch": (_BOOL, False),
+                  "permutation_equivariant": (_BOOL, False), "gradient_free_parameters": (_SEQ, False)}),
+        Contract("norm", NormBlock, ("forward",),
+                 flags={"conditional": (_OPT_BOOL, False), "mixes_batch": (_BOOL, False),
+                        "gradient_free_parameters": (_SEQ, False)}),
+        Contract("weight_norm", WeightNormBlock, ("__call__",), flags={"unit_spectral_norm": (_BOOL, False)}),
+        Contract("loss", LossBlock, ("d_loss", "g_loss")),
+        Contract("regularizer", RegularizerBlock, ("penalty",),
+                 flags={"needs_real_grad": (_BOOL, True), "active": (_BOOL, False)}),
+        Contract("augment", AugmentBlock, ("sample_params", "apply", "reference", "forward")),
+        Contract("generator", GeneratorBlock, ("forward",)),
+        Contract("discriminator", DiscriminatorBlock, ("forward",)),
+        Contract("dataset", DatasetBlock, ("__len__", "__getitem__")),
+        Contract("metric", MetricBlock, ("reference_key", "reference_stats", "compute"),
+                 flags={"needs_reference": (_BOOL, False), "needs_logits": (_BOOL, False)}),
+    )
+}
+
+
+_MISSING = object()
+
+
+def _lookup(cls: type, name: str) -> Any:
+    """``name`` as the class defines or inherits it (never ``object``'s or the metaclass's)."""
+    for klass in cls.__mro__:
+        if klass is object:
+            break
+        if name in vars(klass):
+            return vars(klass)[name]
+    return _MISSING
+
+
+
+def _is_placeholder(value: Any) -> bool:
+    """A base class's stand-in: marked abstract, or ``nn.Module``'s unimplemented ``forward``."""
+    fn = getattr(value, "__func__", value)
+    return bool(getattr(fn, "__isabstractmethod__", False)) or getattr(fn, "__name__", "") == "_forward_unimplemented"
+
+
+def _is_identity_module(cls: type) -> bool:
+    nn = sys.modules.get("torch.nn")
+    return nn is not None and isinstance(cls, type) and issubclass(cls, nn.Identity)
+
+
+def _default_flag(kind: str, obj: Any, name: str) -> Any:
+    if kind == "attention" and name == "parameter_free":
+        return _is_identity_module(obj if isinstance(obj, type) else type(obj))
+    proto = CONTRACTS[kind].protocol
+    return vars(proto).get(name)
+
+
+def flag(kind: str, obj: Any, name: str) -> Any:
+    """Capability flag ``name`` of a block (class or instance) of ``kind``, or its documented default."""
+    value = getattr(obj, name, _MISSING)
+    if value is _MISSING:
+        return _default_flag(kind, obj, name)
+    if kind == "attention" and name == "parameter_free" and value is None:
+        return _default_flag(kind, obj, name)
+    return value
+
+
+def regularizer_active(spec: Any) -> bool:
+    """Whether a regularizer adds a penalty (its ``active`` flag): ``spec`` is an instance, the
+    registered class, a config (``recipe.regularizer``) or a name. Replaces testing ``type != "none"``."""
+    if isinstance(spec, str) or (not callable(getattr(spec, "penalty", None)) and hasattr(spec, "type")):
+        from .registry import REGULARIZER
+
+        spec = REGULARIZER.get(spec if isinstance(spec, str) else spec.type).obj
+    return bool(flag("regularizer", spec, "active"))
+
+
+def contract_problem(kind: str, obj: Any) -> str | None:
+    """Why ``obj`` (the registered class) breaks the contract of ``kind``, in one line, or None.
+
+    Kinds without a contract (a throwaway ``Registry("widget")``) always pass. A factory that is not
+    a class cannot be inspected before it is called: only its being callable is checked here.
+    """
+    contract = CONTRACTS.get(kind)
+    if contract is None:
+        return None
+    if not callable(obj):
+        return f"{type(obj).__name__} object is not callable (register a class)"
+    if not isinstance(obj, type):
+        return None
+    for name in contract.methods:
+        value = _lookup(obj, name)
+        if value is _MISSING or _is_placeholder(value) or not callable(value):
+            return f"missing method '{name}' required by the {kind} contract"
+    for flag_name, (types, required) in contract.flags.items():
+        value = _lookup(obj, flag_name)
+        if value is _MISSING:
+            if required:
+                return f"missing class attribute '{flag_name}' (a bool) required by the {kind} contract"
+            continue
+        if isinstance(value, property):
+            continue  # computed per instance; the property checks read it
+        if not isinstance(value, types):
+            want = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+            return f"flag '{flag_name}' must be {want}, got {type(value).__name__} ({kind} contract)"
+    for flag_name, methods in contract.unless:
+        if flag(kind, obj, flag_name):
+            continue
+        for name in methods:
+            value = _lookup(obj, name)
+            if value is _MISSING or _is_placeholder(value) or not callable(value):
+                return (f"missing method '{name}' required by the {kind} contract "
+                        f"(blocks with parameters provide it; set {flag_name} = True if it has none)")
+    return None
+
+
+def check_contract(kind: str, obj: Any, name: str = "?", source: str = "builtin") -> None:
+    """Raise :class:`ganzoo.registry.RegistryError` (one line) when ``obj`` breaks ``kind``'s contract."""
+    problem = contract_problem(kind, obj)
+    if problem:
+        from .registry import RegistryError
+
+        raise RegistryError(f"{kind} '{name}' ({source}): {problem}")
