@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .blockref import REF_KEY, SCHEMA_DEFS, Block
 from .config import BlockConfig, Section, name_problem, number_problem
+from .contracts import regularizer_active
 from .errors import RecipeError, flatten
 from .training.collapse import CollapseConfig
 
@@ -205,7 +206,7 @@ class Recipe(Section):
             problems += [(("eval", "reference", *loc), m) for loc, m in self.eval.reference.recipe_problems(self)]
         if self.train.batch_size % self.train.accumulate:
             problems.append((("train", "accumulate"), "must divide train.batch_size"))
-        if self.train.cuda_graph and self.regularizer.type != "none":
+        if self.train.cuda_graph and regularizer_active(self.regularizer):
             problems.append((("train", "cuda_graph"), f"cannot be combined with a regularizer (regularizer: "
                              f"{self.regularizer.type}; its penalty's double backward is not captured): "
                              "set regularizer: none or train.cuda_graph: false"))

@@ -283,14 +283,19 @@ def test_conditional_norm_without_counterpart_fails_an_unconditional_recipe():
 
 def test_shipped_sagan_recipes():
     r = load_recipe(SAGAN)
-    assert (r.resolution, r.num_classes, r.loss.type, r.train.batch_size) == (32, 10, "hinge", 64)
+    # CIFAR-10 optimisation (docs/quality/collapse.md): batch 50, 4 D steps, 2e-4 both, flips, DiffAugment
+    assert (r.resolution, r.num_classes, r.loss.type, r.train.batch_size, r.train.d_steps) == (32, 10, "hinge", 50, 4)
     assert r.generator.attention_resolutions == r.discriminator.attention_resolutions == [16]
-    assert (r.train.g_optim.lr, r.train.d_optim.lr, r.train.g_optim.betas) == (1e-4, 4e-4, (0.0, 0.999))
+    assert (r.train.g_optim.lr, r.train.d_optim.lr, r.train.g_optim.betas) == (2e-4, 2e-4, (0.0, 0.999))
+    assert r.train.hflip and [a.type for a in r.augment] == ["color", "translation", "cutout"]
     assert r.generator.weight_norm.type == r.discriminator.weight_norm.type == "spectral"
     big = load_recipe(REPO / "recipes" / "imagenet128" / "sagan.yaml")
     assert (big.resolution, big.num_classes, big.generator.ch, big.train.batch_size, big.train.accumulate) == \
         (128, 1000, 64, 256, 2)
     assert big.generator.attention_resolutions == big.discriminator.attention_resolutions == [64]
+    # the paper's ImageNet setting stays: TTUR, one D step, no augmentation
+    assert (big.train.g_optim.lr, big.train.d_optim.lr, big.train.d_steps) == (1e-4, 4e-4, 1)
+    assert not big.train.hflip and big.augment == []
     for k in (8, 16, 32):
         feat = load_recipe(REPO / "recipes" / "ablations" / f"feat{k}.yaml")
         res = load_recipe(REPO / "recipes" / "ablations" / f"residual{k}.yaml")

@@ -136,7 +136,9 @@ def test_channels_last_and_fused_adam_give_the_plain_fp32_losses_and_gradients()
 
 def test_bf16_step_is_within_bf16_tolerance_of_fp32():
     eq = _bench("step_equivalence")
-    res = eq.compare_steps(SAGAN, TINY + ["train.batch_size=32"], eq.FAST, torch.device("cpu"))
+    # one D step, as when this tolerance was set (recipes/sagan.yaml now takes 4, whose Adam updates
+    # amplify bf16 rounding in the whole-iteration comparison)
+    res = eq.compare_steps(SAGAN, TINY + ["train.batch_size=32", "train.d_steps=1"], eq.FAST, torch.device("cpu"))
     assert res["bf16"]
     assert res["ok"], [c for c in res["checks"] if not c["ok"]]
     # and it is not trivially equal (autocast really ran in bf16)
@@ -223,7 +225,8 @@ def test_d_concat_gives_the_two_forward_gradients_without_spectral_norm():
     # is the one thing that runs once instead of twice; attention has its own) nothing else may change
     eq = _bench("step_equivalence")
     no_sn = ["discriminator.weight_norm=none", "discriminator.attention.spectral_norm=false"]
-    res = eq.compare_steps(SAGAN, TINY + ["train.batch_size=8", "train.d_steps=2", *no_sn],
+    # augment=[]: augmentations drawn for real and fake together differ from two separate draws
+    res = eq.compare_steps(SAGAN, TINY + ["train.batch_size=8", "train.d_steps=2", "augment=[]", *no_sn],
                            ["train.d_concat=true"], torch.device("cpu"))
     assert res["ok"], [c for c in res["checks"] if not c["ok"]]
     grads = [c for c in res["checks"] if "gradients" in c["check"]]

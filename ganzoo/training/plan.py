@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..contracts import regularizer_active
 from ..errors import GanzooError
 from ..recipe import Recipe
 
@@ -24,8 +25,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def has_penalty(recipe: Recipe) -> bool:
-    """Whether the recipe's regularizer adds a penalty to D's loss (every one but ``none``)."""
-    return recipe.regularizer.type != "none"
+    """Whether the recipe's regularizer adds a penalty to D's loss (its `active` flag: every built-in one but ``none``)."""
+    return regularizer_active(recipe.regularizer)  # the block's `active` flag (ganzoo/contracts.py)
 
 
 def eager_d_reason(recipe: Recipe) -> str | None:
