@@ -26,9 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "it except train.steps, time limit, logging/sampling/checkpoint intervals and eval)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder of the same name")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads for training on the CPU (default: OMP_NUM_THREADS if set, else 1 on machines "
-                        "with up to 4 cores, where one thread trains the small recipes fastest: see "
-                        "docs/training.md; else PyTorch's default)")
+                   help="CPU threads for training on the CPU (default: OMP_NUM_THREADS if set, else one per core, "
+                        "fewer when the CPU is already busy: see docs/training.md)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="show a progress bar (default: when stderr is a terminal)")
@@ -97,9 +96,11 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def set_cpu_threads(threads: int | None, device: str) -> None:
-    """Intra-op threads for a CPU run: ``--threads``, else OMP_NUM_THREADS (PyTorch reads it), else one
-    thread on machines with up to 4 cores. On 2 cores the quickstart ran about twice as fast with one
-    thread as with PyTorch's default of two (docs/training.md); nothing changes for CUDA runs."""
+    """Intra-op threads for a CPU run: ``--threads``, else OMP_NUM_THREADS (PyTorch reads it), else
+    PyTorch's default (one per core) unless the CPU is already busy: with a 1-minute load average of at
+    least half the cores, the cores left over (at least one), said in one line. Measured on 2 cores
+    (docs/training.md): idle, two threads ran the quickstart 1.7x faster than one; with other work
+    running, two threads were 4x slower than one. Nothing changes for CUDA runs."""
     if threads is not None and threads < 1:
         raise GanzooError(f"run: --threads: must be at least 1, got {threads}")
     if str(device).split(":")[0] not in ("cpu", "auto"):
@@ -109,7 +110,13 @@ def set_cpu_threads(threads: int | None, device: str) -> None:
     if str(device) == "auto" and torch.cuda.is_available():
         return
     if threads is None:
-        if os.environ.get("OMP_NUM_THREADS") or (os.cpu_count() or 1) > 4:
+        if os.environ.get("OMP_NUM_THREADS"):
             return
-        threads = 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        if load < cores / 2:
+            return
+        threads = max(1, min(cores, round(cores - load)))
+        print(f"ganzoo: the CPU is busy (load {load:.1f} on {cores} cores): training with {threads} thread(s); "
+              "--threads N to choose", file=sys.stderr)
     torch.set_num_threads(threads)
