@@ -8,7 +8,7 @@ optional; the default applies when a block does not set it, and :func:`flag` rea
     from ganzoo.contracts import flag
     flag("regularizer", reg, "active")        # False for regularizer 'none', True by default
 
-:meth:`ganzoo.registry.Registry.register` calls :func:`check_contract` on the registered class, so a
+:meth:`ganzoo.registry.Registry.register` checks the registered class (:func:`contract_message`), so a
 block missing a required method is refused when it registers, with one line such as
 ``attention 'acme.x' (acme-dist 1.0): missing method 'attention_map' required by the attention
 contract``; a plugin refused so is skipped with one ``PluginWarning`` (see :mod:`ganzoo.plugins`).
@@ -18,7 +18,7 @@ the documented type. What only a built block shows (shapes, maths, batch indepen
 direction) is verified by the property checks of :mod:`ganzoo.testing`, run by ``ganzoo check``.
 
 The Protocols are not ``runtime_checkable``: ``isinstance`` would demand every flag on every
-object, while flags have defaults; :func:`check_contract` is the runtime check. This module imports
+object, while flags have defaults; :func:`contract_message` is the runtime check. This module imports
 no torch (the registry imports it).
 
 docs/plugins.md states every contract in prose, with what ``ganzoo check`` verifies.
@@ -49,10 +49,9 @@ __all__ = [
     "MetricBlock",
     "CONTRACTS",
     "Contract",
-    "check_contract",
+    "contract_message",
     "contract_problem",
     "flag",
-    "regularizer_active",
 ]
 
 
@@ -298,16 +297,6 @@ def flag(kind: str, obj: Any, name: str) -> Any:
     return value
 
 
-def regularizer_active(spec: Any) -> bool:
-    """Whether a regularizer adds a penalty (its ``active`` flag): ``spec`` is an instance, the
-    registered class, a config (``recipe.regularizer``) or a name. Replaces testing ``type != "none"``."""
-    if isinstance(spec, str) or (not callable(getattr(spec, "penalty", None)) and hasattr(spec, "type")):
-        from .registry import REGULARIZER
-
-        spec = REGULARIZER.get(spec if isinstance(spec, str) else spec.type).obj
-    return bool(flag("regularizer", spec, "active"))
-
-
 def contract_problem(kind: str, obj: Any) -> str | None:
     """Why ``obj`` (the registered class) breaks the contract of ``kind``, in one line, or None.
 
@@ -347,10 +336,8 @@ def contract_problem(kind: str, obj: Any) -> str | None:
     return None
 
 
-def check_contract(kind: str, obj: Any, name: str = "?", source: str = "builtin") -> None:
-    """Raise :class:`ganzoo.registry.RegistryError` (one line) when ``obj`` breaks ``kind``'s contract."""
+def contract_message(kind: str, obj: Any, name: str = "?", source: str = "builtin") -> str | None:
+    """The one-line refusal :meth:`ganzoo.registry.Registry.register` raises when ``obj`` breaks
+    ``kind``'s contract (as a ``RegistryError``), or None."""
     problem = contract_problem(kind, obj)
-    if problem:
-        from .registry import RegistryError
-
-        raise RegistryError(f"{kind} '{name}' ({source}): {problem}")
+    return f"{kind} '{name}' ({source}): {problem}" if problem else None

@@ -21,8 +21,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .blockref import REF_KEY, SCHEMA_DEFS, Block
 from .config import BlockConfig, Section, name_problem, number_problem
-from .contracts import regularizer_active
 from .errors import RecipeError, flatten
+from .registry import regularizer_active
 from .training.collapse import CollapseConfig
 
 MAX_BASE_DEPTH = 16

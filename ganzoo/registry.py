@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Mapping
 from pydantic import BaseModel
 
 from .config import BlockConfig, config_tag
-from .contracts import check_contract
+from .contracts import contract_message, flag
 from .errors import GanzooError
 
 BUILTIN = "builtin"
@@ -117,7 +117,9 @@ class Registry:
                 f"{self.kind} '{name}' is already registered by {prev.source}; "
                 f"{source} may not {what} name (use a new, versioned name such as '{name}_v2')"
             )
-        check_contract(self.kind, obj, name, source)  # one kind's Protocol: ganzoo/contracts.py
+        refusal = contract_message(self.kind, obj, name, source)  # one kind's Protocol: ganzoo/contracts.py
+        if refusal:
+            raise RegistryError(refusal)
         self._entries[name] = Entry(self.kind, name, obj, config, source)
         self._version += 1
         _plugins.record(self, name)
@@ -216,6 +218,15 @@ REGISTRIES: dict[str, Registry] = {
     for r in (ATTENTION, NORM, WEIGHT_NORM, LOSS, REGULARIZER, AUGMENT, GENERATOR, DISCRIMINATOR, DATASET,
               METRIC)
 }
+
+
+def regularizer_active(spec: Any) -> bool:
+    """Whether a regularizer adds a penalty (its ``active`` flag, ``ganzoo/contracts.py``): ``spec`` is an
+    instance, the registered class, a config (``recipe.regularizer``) or a name. The trainer and the
+    recipe's rules ask this instead of testing the name ``none``."""
+    if isinstance(spec, str) or (not callable(getattr(spec, "penalty", None)) and hasattr(spec, "type")):
+        spec = REGULARIZER.get(spec if isinstance(spec, str) else spec.type).obj
+    return bool(flag("regularizer", spec, "active"))
 
 
 def registry(kind: str) -> Registry:

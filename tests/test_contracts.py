@@ -20,7 +20,8 @@ from conftest import run_ganzoo
 from ganzoo import cli, plugins
 from ganzoo.augment._common import Augment
 from ganzoo.config import BlockConfig
-from ganzoo.contracts import CONTRACTS, contract_problem, flag, regularizer_active
+from ganzoo.contracts import CONTRACTS, contract_problem, flag
+from ganzoo.registry import regularizer_active
 from ganzoo.registry import LOSS, REGISTRIES, Registry, RegistryError
 from ganzoo.testing import check_attention_block, check_loss
 from ganzoo.testing.conformance import SelectionError, iter_checks

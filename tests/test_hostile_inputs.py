@@ -255,15 +255,16 @@ def _fake_distribution(site: Path, dist: str, namespace: str) -> None:
     (info / "entry_points.txt").write_text(f"[ganzoo.plugins]\n{namespace} = {module}:register\n")
     (site / f"{module}.py").write_text(textwrap.dedent(f"""\
         from typing import Literal
+        from torch import nn
         from ganzoo.config import BlockConfig
 
         class Config(BlockConfig):
             type: Literal["{namespace}.from_{module}"] = "{namespace}.from_{module}"
 
-        class Block:
+        class Block(nn.Identity):  # a parameter-free attention block: the attention contract holds
             '''registered by {dist} \\x1b]0;title\\x07\\x1b[2J'''
             def __init__(self, cfg, channels=0):
-                pass
+                super().__init__()
 
         def register(registry):
             registry.ATTENTION.register(Config, Block)

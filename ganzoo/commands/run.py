@@ -56,17 +56,20 @@ def _main(args: argparse.Namespace) -> int:
 
     if args.resume and args.force:
         raise GanzooError("run: --resume and --force exclude each other")
-    set_cpu_threads(args.threads, args.device)
+    if args.threads is not None and args.threads < 1:
+        raise GanzooError(f"run: --threads: must be at least 1, got {args.threads}")
     if args.resume:
         run_dir = Path(args.resume)
         # without RECIPE the run's own recipe.yaml (with --set) is resolved by train, once
         recipe = load_recipe(args.recipe, args.overrides) if args.recipe else None
+        set_cpu_threads(args.threads, args.device)
         result = train(recipe, run_dir, args.device, resume=True, progress=args.progress,
                        source=args.recipe or str(run_dir / "recipe.yaml"), overrides=tuple(args.overrides))
     else:
         recipe = load_recipe(args.recipe, args.overrides)
         name = check_folder_name(args.name, "--name", "") if args.name else check_folder_name(recipe.name, args.recipe)
         run_dir = Path(args.out) / name
+        set_cpu_threads(args.threads, args.device)
         result = train(recipe, run_dir, args.device, overwrite=args.force, progress=args.progress,
                        source=args.recipe)
 
@@ -98,11 +101,9 @@ def _main(args: argparse.Namespace) -> int:
 def set_cpu_threads(threads: int | None, device: str) -> None:
     """Intra-op threads for a CPU run: ``--threads``, else OMP_NUM_THREADS (PyTorch reads it), else
     PyTorch's default (one per core) unless the CPU is already busy: with a 1-minute load average of at
-    least half the cores, the cores left over (at least one), said in one line. Measured on 2 cores
+    least half the cores, the cores left over (at least one). Measured on 2 cores
     (docs/training.md): idle, two threads ran the quickstart 1.7x faster than one; with other work
     running, two threads were 4x slower than one. Nothing changes for CUDA runs."""
-    if threads is not None and threads < 1:
-        raise GanzooError(f"run: --threads: must be at least 1, got {threads}")
     if str(device).split(":")[0] not in ("cpu", "auto"):
         return
     import torch
@@ -117,6 +118,4 @@ def set_cpu_threads(threads: int | None, device: str) -> None:
         if load < cores / 2:
             return
         threads = max(1, min(cores, round(cores - load)))
-        print(f"ganzoo: the CPU is busy (load {load:.1f} on {cores} cores): training with {threads} thread(s); "
-              "--threads N to choose", file=sys.stderr)
     torch.set_num_threads(threads)

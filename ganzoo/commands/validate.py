@@ -31,6 +31,9 @@ def main(args: argparse.Namespace) -> int:
         try:
             recipe = load_recipe(path, args.overrides)
             check_run_name(recipe.name, path)  # what `ganzoo run` would refuse as the run folder's name
+            from ..training.build import check_forward
+
+            check_forward(recipe, path)  # and networks that give the wrong shapes (meta device: instant)
         except RecipeError as exc:
             bad += 1
             print("\n".join(terminal_lines(exc)), file=sys.stderr)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import GanzooError
+from ..errors import GanzooError, RecipeError
 from ..recipe import Recipe
 from ..registry import DATASET, DISCRIMINATOR, GENERATOR
 from .data import DataSampler
@@ -91,6 +91,34 @@ def build_generator(recipe: Recipe) -> nn.Module:
 
 def build_discriminator(recipe: Recipe) -> nn.Module:
     return DISCRIMINATOR.build(recipe.discriminator, recipe.resolution, recipe.num_classes, recipe.channels)
+
+
+def check_forward(recipe: Recipe, source: str = "recipe") -> None:
+    """One forward of G and D, built on the meta device (shapes only: nothing is allocated, no state
+    or random stream of the run changes): ``G(z, y)`` must give ``[2, channels, resolution,
+    resolution]`` and ``D(x, y)`` one logit per image. A block that fails or returns the wrong shape is
+    a one-line :class:`RecipeError` before anything is written (``ganzoo validate`` runs it too). A
+    block that cannot run on the meta device (data-dependent code) is not checked here."""
+    n, want = 2, (2, recipe.channels, recipe.resolution, recipe.resolution)
+    try:
+        with torch.device("meta"), torch.no_grad():
+            G, D = build_generator(recipe).eval(), build_discriminator(recipe).eval()
+            y = torch.zeros(n, dtype=torch.long) if recipe.num_classes else None
+            x = G(torch.empty(n, int(G.z_dim)), y)
+            if tuple(x.shape) != want:
+                raise RecipeError(source, f"generator '{recipe.generator.type}' returned images of shape "
+                                  f"{list(x.shape)}, expected {list(want)}", ("generator",))
+            logits = D(torch.empty(want), y)
+    except RecipeError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (a block's own failure, reported in one line)
+        if "meta" in str(exc).lower():
+            return  # the block needs real values: its shapes are checked by the first training step
+        raise RecipeError(source, f"G and D fail on a batch of {n}: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}", ()) from None
+    if tuple(logits.shape) not in ((n,), (n, 1)):
+        raise RecipeError(source, f"discriminator '{recipe.discriminator.type}' returned logits of shape "
+                          f"{list(logits.shape)}, expected one per image ([{n}] or [{n}, 1])", ("discriminator",))
 
 
 def build_dataset(recipe: Recipe, source: str = "recipe"):

@@ -25,7 +25,7 @@ from ..atomic import remove_stale_temps
 from ..errors import GanzooError
 from ..recipe import Recipe
 from . import distributed, rundir
-from .build import Networks, autocast_dtype, build, resolve_device
+from .build import Networks, autocast_dtype, build, check_forward, resolve_device
 from .checkpoint import CKPT_DIR, latest_checkpoint, restore_rng
 from .evaluation import Evaluator, check_eval_ready
 from .checkpoint import read_best
@@ -75,6 +75,7 @@ def train(
         do_eval = check_eval_ready(recipe, source)  # missing Inception weights fail here, before any file
         world, launched = distributed.world()
         plan = Plan.resolve(recipe, device, world, launched, source)
+        check_forward(recipe, source)  # G and D give the shapes the loop needs (meta device: no state)
         dist = distributed.setup(device)  # torchrun: join the process group, take this rank's device
         do_eval = dist.broadcast(do_eval)  # rank 0 evaluates; the others follow its decision
         if plan.eager_d and dist.is_main:  # train.compile without compiling D: said, not silent

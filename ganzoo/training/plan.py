@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..contracts import regularizer_active
 from ..errors import GanzooError
 from ..recipe import Recipe
+from ..registry import regularizer_active
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
