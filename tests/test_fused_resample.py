@@ -242,3 +242,29 @@ def test_state_dicts_are_the_same_either_way():
         a, b = plain.state_dict(), fused.state_dict()
         assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
         plain.load_state_dict(b)
+
+
+def test_blocks_take_their_resampling_as_a_strategy():
+    """The resampling is a strategy given to the block (plain, folded, or a user's), not a branch in
+    its forward: a strategy passed in is what the block calls, for the conv and the shortcut."""
+    from ganzoo.models._layers import Resampling, Upsample, resampling
+
+    calls = []
+
+    class Counting(Upsample):
+        def conv(self, layer, h):
+            calls.append("conv")
+            return super().conv(layer, h)
+
+        def shortcut(self, layer, x):
+            calls.append("shortcut")
+            return super().shortcut(layer, x)
+
+    block = GBlock(3, 4, _conv(False), functools.partial(NORM.build, "batch"), True, resample=Counting())
+    assert block(torch.randn(2, 3, 4, 4)).shape == (2, 4, 8, 8) and calls == ["conv", "shortcut"]
+    assert block.upsample and not block.fused_resample
+    assert type(resampling("up", fused=True)).__name__ == "FoldedUpsample"
+    assert type(resampling("down", pool_first=True)).__name__ == "PoolFirstDownsample"
+    assert type(resampling(None)) is Resampling
+    with pytest.raises(ValueError, match="direction"):
+        resampling("sideways")

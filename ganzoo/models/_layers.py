@@ -131,37 +131,128 @@ def _up2(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
+def _pool2(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, 2)
+
+
+# ----------------------------------------------------------------------------- resampling strategies
+# A residual block is given one of these (BigGAN-PyTorch passes its resampling in the same way): the
+# strategy applies the block's 2x resampling around its 3x3 conv (``conv``) and its 1x1 shortcut
+# (``shortcut``); the block's forward has no branch on how. ``resampling(...)`` picks one.
+class Resampling:
+    """No resampling: ``conv(layer, h) = layer(h)``, ``shortcut(layer, x) = layer(x)`` (or ``x``)."""
+
+    folded = False
+
+    def check(self, conv3x3: nn.Module, conv1x1: nn.Module | None) -> None:
+        """Raise ValueError if the block's convs cannot be used by this strategy."""
+
+    def conv(self, layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        return layer(h)
+
+    def shortcut(self, layer: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+        return x if layer is None else layer(x)
+
+
+class Upsample(Resampling):
+    """G: nearest 2x up-sampling before the 3x3 conv and the shortcut's 1x1 conv."""
+
+    def conv(self, layer, h):
+        return layer(_up2(h))
+
+    def shortcut(self, layer, x):
+        return super().shortcut(layer, _up2(x))
+
+
+class FoldedUpsample(Upsample):
+    """:class:`Upsample` folded into the convs: stride-2 transposed convs (same maths, module doc)."""
+
+    folded = True
+
+    def check(self, conv3x3, conv1x1):
+        check_foldable(conv3x3)
+        check_foldable(conv1x1, 1)
+
+    def conv(self, layer, h):
+        return upsampled_conv3x3(layer, h)
+
+    def shortcut(self, layer, x):
+        return upsampled_conv1x1(layer, x)
+
+
+class Downsample(Resampling):
+    """D: 2x2 average pooling after the 3x3 conv and after the shortcut's 1x1 conv."""
+
+    def conv(self, layer, h):
+        return _pool2(layer(h))
+
+    def shortcut(self, layer, x):
+        return _pool2(super().shortcut(layer, x))
+
+
+class PoolFirstDownsample(Downsample):
+    """D's first block (it reads the image): its shortcut pools before the 1x1 conv (SNGAN/BigGAN)."""
+
+    def shortcut(self, layer, x):
+        return Resampling.shortcut(self, layer, _pool2(x))
+
+
+class FoldedDownsample(Downsample):
+    """:class:`Downsample` (either shortcut order: the 1x1 conv and the pooling commute) folded into the
+    convs: stride-2 convs (same maths, module doc)."""
+
+    folded = True
+
+    def check(self, conv3x3, conv1x1):
+        check_foldable(conv3x3)
+        check_foldable(conv1x1, 1)
+
+    def conv(self, layer, h):
+        return pooled_conv3x3(layer, h)
+
+    def shortcut(self, layer, x):
+        return pooled_conv1x1(layer, x)
+
+
+def resampling(direction: str | None, fused: bool = False, pool_first: bool = False) -> Resampling:
+    """The strategy for a block: ``direction`` "up" (G), "down" (D) or None; ``fused`` folds the
+    resampling into the convs (``fused_resample``); ``pool_first``: D's first block's shortcut order."""
+    if direction is None:
+        return Resampling()
+    if direction == "up":
+        return FoldedUpsample() if fused else Upsample()
+    if direction == "down":
+        return FoldedDownsample() if fused else (PoolFirstDownsample() if pool_first else Downsample())
+    raise ValueError(f"resampling direction must be 'up', 'down' or None, got {direction!r}")
+
+
 class GBlock(nn.Module):
-    """Generator residual block: norm-ReLU-(up)-conv3x3-norm-ReLU-conv3x3, shortcut (up)-conv1x1."""
+    """Generator residual block: norm-ReLU-(up)-conv3x3-norm-ReLU-conv3x3, shortcut (up)-conv1x1.
+
+    How it up-samples is a :class:`Resampling` strategy (``resample``; by default from ``upsample`` and
+    ``fused_resample``), so the forward is the same for plain and folded resampling."""
 
     def __init__(self, in_channels: int, out_channels: int, which_conv: Callable[..., nn.Module],
-                 which_norm: Callable[[int], nn.Module], upsample: bool, fused_resample: bool = False) -> None:
+                 which_norm: Callable[[int], nn.Module], upsample: bool, fused_resample: bool = False,
+                 resample: Resampling | None = None) -> None:
         super().__init__()
-        self.in_channels, self.out_channels, self.upsample = in_channels, out_channels, upsample
-        self.fused_resample = fused_resample  # fold the up-sampling into conv1 and the shortcut (same maths)
+        self.resample = resample or resampling("up" if upsample else None, fused_resample)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.upsample = isinstance(self.resample, Upsample)
+        self.fused_resample = self.resample.folded  # the up-sampling folded into conv1 and the shortcut
         self.bn1 = which_norm(in_channels)
         self.conv1 = which_conv(in_channels, out_channels)
         self.bn2 = which_norm(out_channels)
         self.conv2 = which_conv(out_channels, out_channels)
-        self.learnable_sc = in_channels != out_channels or upsample
+        self.learnable_sc = in_channels != out_channels or self.upsample
         self.conv_sc = which_conv(in_channels, out_channels, 1) if self.learnable_sc else None
-        if fused_resample and upsample:
-            check_foldable(self.conv1)
-            check_foldable(self.conv_sc, 1)
+        self.resample.check(self.conv1, self.conv_sc)
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        if self.upsample and self.fused_resample:  # up2 + conv1x1 as one transposed conv
-            return upsampled_conv1x1(self.conv_sc, x)
-        if self.upsample:
-            x = _up2(x)
-        return x if self.conv_sc is None else self.conv_sc(x)
+        return self.resample.shortcut(self.conv_sc, x)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = F.relu(self.bn1(x, y))
-        if self.upsample and self.fused_resample:
-            h = upsampled_conv3x3(self.conv1, h)
-        else:
-            h = self.conv1(_up2(h) if self.upsample else h)
+        h = self.resample.conv(self.conv1, F.relu(self.bn1(x, y)))
         h = self.conv2(F.relu(self.bn2(h, y)))
         return h + self.shortcut(x)
 
@@ -171,43 +262,31 @@ class DBlock(nn.Module):
 
     The first block of D has no pre-activation (it reads the image); its shortcut pools before the
     1x1 conv, the others convolve first, as in SNGAN/BigGAN (with ``fused_resample`` both are one
-    stride-2 conv: the same maths).
+    stride-2 conv: the same maths). How it down-samples is a :class:`Resampling` strategy
+    (``resample``; by default from ``downsample``, ``fused_resample`` and ``preactivation``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, which_conv: Callable[..., nn.Module],
-                 preactivation: bool, downsample: bool, fused_resample: bool = False) -> None:
+                 preactivation: bool, downsample: bool, fused_resample: bool = False,
+                 resample: Resampling | None = None) -> None:
         super().__init__()
+        self.resample = resample or resampling("down" if downsample else None, fused_resample,
+                                               pool_first=not preactivation)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.preactivation, self.downsample = preactivation, downsample
-        self.fused_resample = fused_resample  # fold the pooling into conv2 and the shortcut (same maths)
+        self.preactivation, self.downsample = preactivation, isinstance(self.resample, Downsample)
+        self.fused_resample = self.resample.folded  # the pooling folded into conv2 and the shortcut
         self.conv1 = which_conv(in_channels, out_channels)
         self.conv2 = which_conv(out_channels, out_channels)
-        self.learnable_sc = in_channels != out_channels or downsample
+        self.learnable_sc = in_channels != out_channels or self.downsample
         self.conv_sc = which_conv(in_channels, out_channels, 1) if self.learnable_sc else None
-        if fused_resample and downsample:
-            check_foldable(self.conv2)
-            check_foldable(self.conv_sc, 1)
+        self.resample.check(self.conv2, self.conv_sc)
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        if self.conv_sc is None:
-            return x
-        if self.downsample and self.fused_resample:  # conv1x1 + pool as one stride-2 conv
-            return pooled_conv1x1(self.conv_sc, x)
-        pool_first = self.downsample and not self.preactivation
-        if pool_first:
-            x = F.avg_pool2d(x, 2)
-        x = self.conv_sc(x)
-        return F.avg_pool2d(x, 2) if self.downsample and not pool_first else x
+        return self.resample.shortcut(self.conv_sc, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(x) if self.preactivation else x
-        h = F.relu(self.conv1(h))
-        if self.downsample and self.fused_resample:
-            h = pooled_conv3x3(self.conv2, h)
-        else:
-            h = self.conv2(h)
-            if self.downsample:
-                h = F.avg_pool2d(h, 2)
+        h = self.resample.conv(self.conv2, F.relu(self.conv1(h)))
         return h + self.shortcut(x)
 
 

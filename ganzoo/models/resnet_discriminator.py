@@ -1,6 +1,7 @@
 """``resnet`` discriminator: the SNGAN/SAGAN ResNet discriminator with projection conditioning."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import torch
@@ -12,7 +13,7 @@ from ..blockref import Block
 from ..config import BlockConfig
 from ..registry import ATTENTION, DISCRIMINATOR
 from . import _arch
-from ._layers import DBlock, Layers
+from ._layers import DBlock, Layers, resampling
 from .resnet_generator import Side, check_sides, nested_problems
 
 
@@ -76,14 +77,19 @@ class ResNetDiscriminator(nn.Module):
         which_conv = layers.which_conv
         self.rows = _arch.discriminator_rows(resolution, cfg.ch, channels, cfg.attention_resolutions)
         self.blocks = nn.ModuleList()
+        # the down-sampling strategy, chosen once (plain, or folded into the convs: fused_resample); the
+        # first block reads the image (no pre-activation) and pools its shortcut first
+        which_resample = functools.partial(resampling, fused=cfg.fused_resample)
         for i, row in enumerate(self.rows):
-            fused = cfg.fused_resample
-            stage = nn.ModuleList([DBlock(row.in_channels, row.out_channels, which_conv, i > 0, row.resample, fused)])
+            down = which_resample("down" if row.resample else None, pool_first=i == 0)
+            stage = nn.ModuleList([DBlock(row.in_channels, row.out_channels, which_conv, i > 0, row.resample,
+                                          resample=down)])
             if row.slot:
                 if cfg.slot == "attention":
                     stage.append(ATTENTION.build(cfg.attention, row.out_channels))
                 else:
-                    stage.append(DBlock(row.out_channels, row.out_channels, which_conv, True, False, fused))
+                    stage.append(DBlock(row.out_channels, row.out_channels, which_conv, True, False,
+                                        resample=which_resample(None)))
             self.blocks.append(stage)
         last = self.rows[-1].out_channels
         self.linear = layers.which_linear(last, 1)

@@ -13,7 +13,7 @@ from ..blockref import Block
 from ..config import BlockConfig
 from ..registry import ATTENTION, GENERATOR, NORM
 from . import _arch
-from ._layers import GBlock, Layers
+from ._layers import GBlock, Layers, resampling
 from ._norm import is_conditional, unconditional
 
 Side = Annotated[int, Field(ge=1, le=1024)]
@@ -111,15 +111,18 @@ class ResNetGenerator(nn.Module):
         first = self.rows[0].in_channels
         self.linear = which_linear(cfg.z_dim, first * _arch.BOTTOM_WIDTH**2)
         self.blocks = nn.ModuleList()
+        # the up-sampling strategy, chosen once (plain, or folded into the convs: fused_resample)
+        which_resample = functools.partial(resampling, fused=cfg.fused_resample)
         for row in self.rows:
-            fused = cfg.fused_resample
+            up = which_resample("up" if row.resample else None)
             stage = nn.ModuleList([GBlock(row.in_channels, row.out_channels, which_conv, which_norm, row.resample,
-                                          fused)])
+                                          resample=up)])
             if row.slot:
                 if cfg.slot == "attention":
                     stage.append(ATTENTION.build(cfg.attention, row.out_channels))
                 else:
-                    stage.append(GBlock(row.out_channels, row.out_channels, which_conv, which_norm, False, fused))
+                    stage.append(GBlock(row.out_channels, row.out_channels, which_conv, which_norm, False,
+                                        resample=which_resample(None)))
             self.blocks.append(stage)
         last = self.rows[-1].out_channels
         self.output_norm = NORM.build(out_norm, last, num_classes=0)
