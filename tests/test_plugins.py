@@ -19,8 +19,20 @@ EXAMPLE = REPO / "plugins" / "ganzoo-example-plugin"
 
 
 def _pip_install(target: Path, *packages: Path) -> None:
+    # source folders are built from a private copy: without build isolation setuptools builds in the
+    # source tree (build/, *.egg-info), and two test workers installing one plugin at once collided
+    import shutil
+    import tempfile
+
+    copies = []
+    for pkg in packages:
+        if Path(pkg).is_dir():
+            dest = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else None)) / Path(pkg).name
+            shutil.copytree(pkg, dest, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+            pkg = dest
+        copies.append(pkg)
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-           "--disable-pip-version-check", "--target", str(target), *map(str, packages)]
+           "--disable-pip-version-check", "--target", str(target), *map(str, copies)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
 
