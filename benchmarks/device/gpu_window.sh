@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU window of the real runs (issues 3, 4, 6, 8, 9), as run through the device tool (one H100 on
+# The GPU window of the real runs (issues 3, 4, 6, 8, 9, 16), as run through the device tool (one H100 on
 # 2026-11-24, one H200 on 2026-12-02).
 #
 # The device machine is bare and keeps files only while it stays warm, and one call carries at most
@@ -89,7 +89,7 @@ start)  # the jobs phase in the background, from a snapshot of the tree: the nex
   rm -rf /root/snap && cp -a "$PWD" /root/snap && mkdir -p /root/shared && cp -a ../shared/. /root/shared/
   rm -f "$WORK/finished.txt"
   (cd /root/snap && setsid nohup bash benchmarks/device/gpu_window.sh jobs >> "$WORK/jobs.log" 2>&1 < /dev/null &) ;;
-jobs)  # JOBS (default "bench stepeq ablate", in this order, one at a time on the GPU; also: sagan10 ddp concur
+jobs)  # JOBS (default "bench stepeq ablate", in this order, one at a time on the GPU; also: quality sagan10 ddp concur
        # gputests fidcheck)
   export PYTHONPATH=/tmp/site:$PWD
   date -u +%FT%TZ > "$WORK/started.txt"
