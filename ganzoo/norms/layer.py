@@ -13,19 +13,16 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from ..config import BlockConfig
 from ..registry import NORM
+from .instance import InstanceNormConfig
 
 
-class LayerNormConfig(BlockConfig):
+class LayerNormConfig(InstanceNormConfig):
     """Layer normalisation: per-sample statistics over channels and positions, per-channel gain and bias."""
 
-    type: Literal["layer"] = "layer"
-    eps: float = Field(1e-5, gt=0, le=1, description="added to the variance")
-    affine: bool = Field(True, description="learn a per-channel gain (init 1) and bias (init 0)")
+    type: Literal["layer"] = "layer"  # eps and affine as instance norm's
 
 
 @NORM.register(LayerNormConfig)

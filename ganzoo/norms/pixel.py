@@ -33,11 +33,10 @@ class PixelNorm(nn.Module):
     conditional = False  # ignores class labels (see ganzoo.models._norm)
 
     def __init__(self, cfg: PixelNormConfig | None = None, channels: int = 0, num_classes: int = 0) -> None:
-        super().__init__()
-        cfg = cfg or PixelNormConfig()
-        if channels < 1:
+        if channels < 1:  # the channel count is not used, but a norm is never built without channels
             raise ValueError(f"pixel norm needs channels >= 1, got {channels}")
-        self.cfg, self.channels = cfg, channels
+        super().__init__()
+        self.cfg, self.channels = cfg or PixelNormConfig(), channels
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         x32 = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
