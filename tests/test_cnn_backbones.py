@@ -81,8 +81,8 @@ def test_shapes_ranges_and_conditioning(name, res):
     assert plain(torch.randn(2, 8), torch.tensor([0, 1])).shape == (2, 1, res, res)  # labels ignored
 
 
-def _placed(model: nn.Module) -> dict[int, str]:
-    """side -> what fills the slot after that side's feature map (from one forward's shapes)."""
+def _placed(model: nn.Module) -> tuple[dict[int, str], dict[int, int]]:
+    """(slot module id -> "attention" or "residual", slot module id -> side it saw, filled by a forward)."""
     out, h = {}, {}
     for stage in model.stages:
         for m in stage[1:]:

@@ -70,7 +70,8 @@ class CNNBackbone(nn.Module):
         self.build(cfg, Layers(cfg.weight_norm))
 
     def build(self, cfg: BlockConfig, layers: Layers) -> None:
-        raise NotImplementedError
+        """Make the network's layers from ``cfg`` with the factories ``layers`` (each backbone defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} must define build(cfg, layers)")
 
     def feature_resolutions(self) -> list[int]:
         """Sides of this network's feature maps (its config's ``feature_resolutions`` at its resolution)."""
