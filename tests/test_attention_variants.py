@@ -140,8 +140,8 @@ def test_global_context_matches_gcnet_layout():
     x = torch.randn(2, 32, 5, 4, dtype=torch.float64)
     a = torch.softmax(block.mask(x).flatten(1), -1)
     ctx = torch.einsum("bcn,bn->bc", x.flatten(2), a)[:, :, None, None]
-    add = block.transform_out(F.relu(F.layer_norm(block.transform_in(ctx), [8, 1, 1],
-                                                  block.norm.weight, block.norm.bias)))
+    add = block.fc2(F.relu(F.layer_norm(block.fc1(ctx), [8, 1, 1],
+                                      block.norm.weight, block.norm.bias)))
     torch.testing.assert_close(block(x), x + 0.7 * add)
     amap = block.attention_map(x)
     assert amap.shape == (2, 20, 20) and amap.stride(1) == 0  # an expanded view: no N x N storage

@@ -25,46 +25,35 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ..config import BlockConfig
 from ..norms._weights import reference_bias, reference_weight
 from ..registry import ATTENTION
-from ._common import ReferenceBlock, bottleneck, conv, conv1x1, ref_linear, ref_sigmoid
+from ._common import BottleneckBlock, BottleneckOptions, ref_sigmoid
 
 
-class CbamConfig(BlockConfig):
+class CbamConfig(BottleneckOptions):
     """CBAM (Woo et al. 2018): channel gates from avg+max pooled MLP, then a 7x7 spatial gate."""
 
     type: Literal["cbam"] = "cbam"
-    reduction: int = Field(16, ge=1, le=1024, description="MLP hidden width is C // reduction (the paper: 16)")
-    min_hidden: int = Field(8, ge=1, le=1024, description="hidden width at least min(min_hidden, C)")
     kernel_size: int = Field(7, ge=1, le=31, description="spatial-attention conv size, odd (the paper: 7)")
-    spectral_norm: bool = Field(False, description="spectral-normalise the MLP and the spatial conv (the paper: false)")
 
 
 @ATTENTION.register(CbamConfig)
-class Cbam(ReferenceBlock):
+class Cbam(BottleneckBlock):
     """CBAM (Woo et al. 2018): channel attention (avg + max pooled MLP) then 7x7 spatial attention."""
 
-    block_name = "cbam"
     permutation_equivariant = False  # the spatial conv sees neighbours
 
     def __init__(self, cfg: CbamConfig | None = None, channels: int = 0) -> None:
-        super().__init__()
         cfg = cfg or CbamConfig()
         if cfg.kernel_size % 2 == 0:
             raise ValueError(f"cbam attention needs an odd kernel_size, got {cfg.kernel_size}")
-        self.cfg = cfg
-        self.channels = channels
-        self.hidden = bottleneck(channels, cfg.reduction, cfg.min_hidden, self.block_name)
-        sn = cfg.spectral_norm
-        self.fc1 = conv1x1(channels, self.hidden, bias=True, spectral_norm=sn)
-        self.fc2 = conv1x1(self.hidden, channels, bias=True, spectral_norm=sn)
-        self.spatial = conv(2, 1, cfg.kernel_size, bias=True, spectral_norm=sn)
+        super().__init__(cfg, channels)  # fc1, fc2: the shared MLP
+        self.spatial = self._conv(2, 1, kernel=cfg.kernel_size)
 
     def _gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(x)
         pooled = torch.cat([x.mean(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)])  # [2B, C, 1, 1]
-        mlp = self.fc2(torch.relu(self.fc1(pooled)))
+        mlp = self._mlp(pooled)
         xc = x * torch.sigmoid(mlp[: x.shape[0]] + mlp[x.shape[0]:])
         m_s = torch.sigmoid(self.spatial(torch.cat([xc.mean(1, keepdim=True), xc.amax(1, keepdim=True)], 1)))
         return xc, m_s
@@ -82,7 +71,7 @@ class Cbam(ReferenceBlock):
         self._check(x)
         x64 = x.to(torch.float64)
         flat = x64.flatten(2)
-        mlp = [ref_linear(self.fc2, torch.clamp(ref_linear(self.fc1, p), min=0)) for p in (flat.mean(-1), flat.amax(-1))]
+        mlp = [self._ref_mlp(p) for p in (flat.mean(-1), flat.amax(-1))]
         xc = x64 * ref_sigmoid(mlp[0] + mlp[1])[:, :, None, None]
         desc = torch.cat([xc.mean(1, keepdim=True), xc.amax(1, keepdim=True)], 1)
         # the same-padded conv as a sum over its kernel taps (float64, no conv kernel)
@@ -98,4 +87,4 @@ class Cbam(ReferenceBlock):
         return xc * m_s, torch.stack([flat_s, 1 - flat_s], dim=-1)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, hidden={self.hidden}, kernel={self.cfg.kernel_size}"
+        return f"{super().extra_repr()}, kernel={self.cfg.kernel_size}"

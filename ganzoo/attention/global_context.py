@@ -4,7 +4,7 @@ For x [B, C, H, W], with N = H*W and hidden width R = C // reduction (at least m
 
     a   = softmax over the N positions of W_k x          -> [B, N]      (one context-pooling map)
     ctx = sum_j a_j x_j                                    -> [B, C]      (context modelling)
-    t   = W_v2 relu(LayerNorm(W_v1 ctx))                   -> [B, C]      (bottleneck transform)
+    t   = W_v2 relu(LayerNorm(W_v1 ctx))                   -> [B, C]      (transform; fc1, fc2 here)
     out = x + gamma * t[:, :, None, None]                  (fusion by addition; gamma initialised to 0)
 
 GCNet's code zero-initialises W_v2 so the block starts as the identity; here, as in sagan, a scalar
@@ -22,42 +22,28 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from ..config import BlockConfig
 from ..registry import ATTENTION
-from ._common import ReferenceBlock, bottleneck, conv1x1, query_independent, ref_conv1x1, ref_linear, ref_softmax_rows
+from ._common import BottleneckBlock, BottleneckOptions, query_independent, ref_conv1x1, ref_softmax_rows
 
 
-class GlobalContextConfig(BlockConfig):
+class GlobalContextConfig(BottleneckOptions):
     """GCNet global context block (Cao et al. 2019): softmax-pooled context, C -> C/r -> C, added to x."""
 
     type: Literal["global_context"] = "global_context"
-    reduction: int = Field(16, ge=1, le=1024, description="hidden width is C // reduction (GCNet: 16 or 4)")
-    min_hidden: int = Field(8, ge=1, le=1024, description="hidden width at least min(min_hidden, C)")
-    spectral_norm: bool = Field(False, description="spectral-normalise the three 1x1 convs (GCNet: false)")
 
 
 @ATTENTION.register(GlobalContextConfig)
-class GlobalContext(ReferenceBlock):
+class GlobalContext(BottleneckBlock):
     """GCNet global context block (Cao et al. 2019): one softmax-pooled context added to every pixel."""
 
-    block_name = "global_context"
-    permutation_equivariant = True
     eps = 1e-5
 
     def __init__(self, cfg: GlobalContextConfig | None = None, channels: int = 0) -> None:
-        super().__init__()
-        cfg = cfg or GlobalContextConfig()
-        self.cfg = cfg
-        self.channels = channels
-        self.hidden = bottleneck(channels, cfg.reduction, cfg.min_hidden, self.block_name)
-        sn = cfg.spectral_norm
-        self.mask = conv1x1(channels, 1, bias=False, spectral_norm=sn)
-        self.transform_in = conv1x1(channels, self.hidden, bias=True, spectral_norm=sn)
+        super().__init__(cfg or GlobalContextConfig(), channels)  # fc1, fc2: the transform
+        self.mask = self._conv(channels, 1, bias=False)
         self.norm = nn.LayerNorm([self.hidden, 1, 1], eps=self.eps)
-        self.transform_out = conv1x1(self.hidden, channels, bias=True, spectral_norm=sn)
         self.gamma = nn.Parameter(torch.zeros(()))
 
     def _weights(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,8 +53,7 @@ class GlobalContext(ReferenceBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self._weights(x).to(x.dtype)
         ctx = torch.bmm(x.flatten(2), a[:, :, None])[:, :, :, None]  # [B, C, 1, 1]
-        t = self.transform_out(torch.relu(self.norm(self.transform_in(ctx))))
-        return x + self.gamma * t
+        return x + self.gamma * self._mlp(ctx, self.norm)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The context-pooling weights (rows sum to 1), one row for all N queries: an expanded [B, N, N] view."""
@@ -79,13 +64,5 @@ class GlobalContext(ReferenceBlock):
         x64 = x.to(torch.float64)
         a = ref_softmax_rows(ref_conv1x1(self.mask, x64)[:, 0])  # [B, N]
         ctx = (x64.flatten(2) * a[:, None, :]).sum(-1)  # [B, C]
-        h = ref_linear(self.transform_in, ctx)
-        mean = h.mean(-1, keepdim=True)
-        var = ((h - mean) ** 2).mean(-1, keepdim=True)
-        w, b = (p.detach().to(torch.float64).flatten() for p in (self.norm.weight, self.norm.bias))
-        h = (h - mean) / torch.sqrt(var + self.eps) * w + b
-        t = ref_linear(self.transform_out, torch.clamp(h, min=0))
+        t = self._ref_mlp(ctx, self.norm)
         return x64 + self.gamma.detach().to(torch.float64) * t[:, :, None, None], a
-
-    def extra_repr(self) -> str:
-        return f"channels={self.channels}, hidden={self.hidden}"

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..ops.attention import attend
 from ..registry import ATTENTION
-from ._common import FusedOptions, ReferenceBlock, conv1x1, ref_conv1x1, ref_softmax_rows
+from ._common import FusedOptions, ReferenceBlock, ref_conv1x1, ref_softmax_rows
 
 
 class MhsaConfig(FusedOptions):
@@ -37,23 +37,15 @@ class MhsaConfig(FusedOptions):
 class Mhsa(ReferenceBlock):
     """Multi-head scaled dot-product self-attention on PyTorch's fused SDPA kernels, x + gamma*W_o o."""
 
-    block_name = "mhsa"
-    permutation_equivariant = True  # 1x1 convs and attention over every pixel
-
     def __init__(self, cfg: MhsaConfig | None = None, channels: int = 0) -> None:
-        super().__init__()
         cfg = cfg or MhsaConfig()
         if channels < 1 or channels % cfg.heads:
             raise ValueError(f"mhsa attention: channels {channels} is not a positive multiple of heads {cfg.heads}")
-        self.cfg = cfg
-        self.channels = channels
+        super().__init__(cfg, channels)
         self.heads = cfg.heads
         self.head_channels = channels // cfg.heads
         self.scale = self.head_channels ** -0.5
-        sn = cfg.spectral_norm
-        self.query, self.key, self.value, self.out = (
-            conv1x1(channels, channels, bias=False, spectral_norm=sn) for _ in range(4)
-        )
+        self.query, self.key, self.value, self.out = (self._conv(channels, channels, bias=False) for _ in range(4))
         self.gamma = nn.Parameter(torch.zeros(()))
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..ops.attention import attend
 from ..registry import ATTENTION
-from ._common import FusedOptions, ReferenceBlock, conv1x1, reduced, ref_conv1x1, ref_maxpool2x2, ref_softmax_rows
+from ._common import FusedOptions, ReferenceBlock, reduced, ref_conv1x1, ref_maxpool2x2, ref_softmax_rows
 
 
 class NonLocalConfig(FusedOptions):
@@ -42,19 +42,12 @@ class NonLocalConfig(FusedOptions):
 class NonLocal(ReferenceBlock):
     """Non-local block, embedded Gaussian (Wang et al. 2018): self-attention with W_z, x + gamma*z."""
 
-    block_name = "non_local"
-
     def __init__(self, cfg: NonLocalConfig | None = None, channels: int = 0) -> None:
-        super().__init__()
         cfg = cfg or NonLocalConfig()
-        self.cfg = cfg
-        self.channels = channels
+        super().__init__(cfg, channels)
         self.inner = reduced(channels, cfg.inner_reduction, "inner", self.block_name)
-        sn = cfg.spectral_norm
-        self.theta = conv1x1(channels, self.inner, bias=True, spectral_norm=sn)
-        self.phi = conv1x1(channels, self.inner, bias=False, spectral_norm=sn)
-        self.g = conv1x1(channels, self.inner, bias=True, spectral_norm=sn)
-        self.w_z = conv1x1(self.inner, channels, bias=True, spectral_norm=sn)
+        self.theta, self.phi, self.g = (self._conv(channels, self.inner, bias=b) for b in (True, False, True))
+        self.w_z = self._conv(self.inner, channels)
         self.gamma = nn.Parameter(torch.zeros(()))
         #: 1x1 convs and attention over every pixel commute with permuting pixels; pooling does not.
         self.permutation_equivariant = not cfg.pool

@@ -21,43 +21,27 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
-
-from ..config import BlockConfig
 from ..registry import ATTENTION
-from ._common import ReferenceBlock, bottleneck, conv1x1, query_independent, ref_linear, ref_sigmoid
+from ._common import BottleneckBlock, BottleneckOptions, query_independent, ref_sigmoid
 
 
-class SqueezeExcitationConfig(BlockConfig):
+class SqueezeExcitationConfig(BottleneckOptions):
     """Squeeze-and-Excitation (Hu et al. 2018): global average pool, C -> C/r -> C gates, x * sigmoid."""
 
     type: Literal["squeeze_excitation"] = "squeeze_excitation"
-    reduction: int = Field(16, ge=1, le=1024, description="hidden width is C // reduction (the paper: 16)")
-    min_hidden: int = Field(8, ge=1, le=1024, description="hidden width at least min(min_hidden, C)")
-    spectral_norm: bool = Field(False, description="spectral-normalise the two 1x1 convs (the paper: false)")
 
 
 @ATTENTION.register(SqueezeExcitationConfig)
-class SqueezeExcitation(ReferenceBlock):
+class SqueezeExcitation(BottleneckBlock):
     """Squeeze-and-Excitation (Hu et al. 2018): per-channel sigmoid gates from the global average."""
 
-    block_name = "squeeze_excitation"
-    permutation_equivariant = True
-
     def __init__(self, cfg: SqueezeExcitationConfig | None = None, channels: int = 0) -> None:
-        super().__init__()
-        cfg = cfg or SqueezeExcitationConfig()
-        self.cfg = cfg
-        self.channels = channels
-        self.hidden = bottleneck(channels, cfg.reduction, cfg.min_hidden, self.block_name)
-        self.fc1 = conv1x1(channels, self.hidden, bias=True, spectral_norm=cfg.spectral_norm)
-        self.fc2 = conv1x1(self.hidden, channels, bias=True, spectral_norm=cfg.spectral_norm)
+        super().__init__(cfg or SqueezeExcitationConfig(), channels)
 
     def gates(self, x: torch.Tensor) -> torch.Tensor:
         """The [B, C, 1, 1] excitation gates."""
         self._check(x)
-        s = x.mean(dim=(2, 3), keepdim=True)
-        return torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
+        return torch.sigmoid(self._mlp(x.mean(dim=(2, 3), keepdim=True)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gates(x)
@@ -74,8 +58,5 @@ class SqueezeExcitation(ReferenceBlock):
         n = x64.shape[2]
         pool = torch.full((x64.shape[0], n), 1.0 / n, dtype=torch.float64, device=x.device)
         s = (x64 * pool[:, None, :]).sum(-1)  # [B, C]
-        e = ref_sigmoid(ref_linear(self.fc2, torch.clamp(ref_linear(self.fc1, s), min=0)))
+        e = ref_sigmoid(self._ref_mlp(s))
         return (x64 * e[:, :, None]).reshape(x.shape), pool
-
-    def extra_repr(self) -> str:
-        return f"channels={self.channels}, hidden={self.hidden}"
