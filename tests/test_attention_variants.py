@@ -197,3 +197,26 @@ def test_flash_kernel_runs_and_no_n_by_n_matrix(name):
     n = 64 * 64
     one_matrix = 4 * n * n * 2  # a single [B, N, N] bf16 matrix; the dense path keeps two or more
     assert torch.cuda.max_memory_allocated() - base < one_matrix
+
+
+# ----------------------------------------------------------------------------- in the backbones
+@pytest.mark.parametrize("name", NEW)
+def test_each_block_fills_the_slot_of_g_and_d_with_r1s_double_backward(name):
+    """The blocks work where recipes put them: G and D at 32 px with the block at 16, D's input
+    gradient differentiated again as R1 does."""
+    from ganzoo.registry import DISCRIMINATOR, GENERATOR
+
+    torch.manual_seed(0)
+    tiny = {"type": "resnet", "ch": 8, "attention": name, "attention_resolutions": [16]}
+    G = GENERATOR.build({**tiny, "z_dim": 16}, 32, 0, 3)
+    D = DISCRIMINATOR.build(tiny, 32, 0, 3)
+    assert sum(isinstance(m, ATTENTION.get(name).obj) for m in (*G.modules(), *D.modules())) == 2
+    for m in (*G.modules(), *D.modules()):
+        if isinstance(m, ATTENTION.get(name).obj) and hasattr(m, "gamma"):
+            _with_gamma(m)
+    x = G(torch.randn(2, 16)).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+    g.square().sum().backward()
+    block = next(m for m in D.modules() if isinstance(m, ATTENTION.get(name).obj))
+    grads = [p.grad for p in block.parameters()]  # R1 reaches the block's parameters, finitely
+    assert grads and all(gr is not None and torch.isfinite(gr).all() for gr in grads)
