@@ -15,8 +15,8 @@ from ganzoo.testing import check_attention_block, check_permutation_equivariance
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # see conftest.py
 
-NEW = ("mhsa", "non_local", "global_context", "squeeze_excitation", "cbam")
-GATED = ("mhsa", "non_local", "global_context")  # x + gamma * o, gamma = 0 at the start
+NEW = ("mhsa", "non_local", "global_context", "squeeze_excitation", "cbam", "efficient")
+GATED = ("mhsa", "non_local", "global_context", "efficient")  # x + gamma * o, gamma = 0 at the start
 
 
 def _with_gamma(block: nn.Module, value: float = 0.7) -> nn.Module:
@@ -56,7 +56,7 @@ def test_gate_blocks_multiply_and_have_no_gamma(name):
 def test_declared_flags():
     flags = {n: ATTENTION.build(n, 16).permutation_equivariant for n in NEW}
     assert flags == {"mhsa": True, "non_local": True, "global_context": True,
-                     "squeeze_excitation": True, "cbam": False}
+                     "squeeze_excitation": True, "cbam": False, "efficient": True}
     assert not ATTENTION.build({"type": "non_local", "pool": True}, 16).permutation_equivariant
     assert ATTENTION.get("mhsa").config().backend == "sdpa"
     assert ATTENTION.get("non_local").config().backend == "sdpa"
@@ -79,9 +79,10 @@ def test_cbam_is_really_not_permutation_equivariant():
         ("global_context", {"reduction": 4, "spectral_norm": True}),
         ("squeeze_excitation", {"reduction": 2, "spectral_norm": True}),
         ("cbam", {"kernel_size": 3, "spectral_norm": True}),
+        ("efficient", {"head_count": 2, "qk_reduction": 1, "spectral_norm": True}),
     ],
     ids=["mhsa-1head", "mhsa-2heads-sn", "mhsa-dense", "non_local-pool", "non_local-sn-r4-dense",
-         "gc-r4-sn", "se-r2-sn", "cbam-k3-sn"],
+         "gc-r4-sn", "se-r2-sn", "cbam-k3-sn", "efficient-2heads-sn"],
 )
 def test_option_variants_pass_property_checks(name, options):
     sizes = (4, 6, 8) if options.get("pool") else (3, 4, 5)
@@ -175,6 +176,23 @@ def test_double_backward_for_gradient_penalties(name, backend):
     (rg,) = torch.autograd.grad(block.reference(ref_x).square().sum(), ref_x, create_graph=True)
     (rgg,) = torch.autograd.grad(rg.square().sum(), ref_x)
     torch.testing.assert_close(x.grad, rgg)
+
+
+def test_efficient_is_linear_and_its_map_is_stochastic():
+    """The forward never forms q^T k^: it equals the explicit map's product, and G is [d_k, d_v]."""
+    torch.manual_seed(4)
+    block = _with_gamma(ATTENTION.build({"type": "efficient", "head_count": 2}, 16)).double()
+    x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
+    q = torch.softmax(block.query(x).reshape(4, 4, 30), dim=1)  # each position's channels
+    k = torch.softmax(block.key(x).reshape(4, 4, 30), dim=2)  # each channel over positions
+    v = block.value(x).reshape(4, 8, 30)
+    o = (v @ (q.transpose(1, 2) @ k).transpose(1, 2)).reshape(x.shape)  # with the N x N map
+    torch.testing.assert_close(block(x), x + 0.7 * block.reproject(o))
+    amap = block.attention_map(x)
+    assert amap.shape == (2, 30, 30) and (amap >= 0).all()
+    torch.testing.assert_close(amap.sum(-1), torch.ones(2, 30, dtype=amap.dtype))
+    with pytest.raises(ValueError, match="multiples of head_count 3"):
+        ATTENTION.build({"type": "efficient", "head_count": 3}, 16)
 
 
 # ----------------------------------------------------------------------------- GPU
