@@ -15,8 +15,8 @@ from ganzoo.testing import check_attention_block, check_permutation_equivariance
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # see conftest.py
 
-NEW = ("mhsa", "non_local", "global_context", "squeeze_excitation", "cbam", "efficient")
-GATED = ("mhsa", "non_local", "global_context", "efficient")  # x + gamma * o, gamma = 0 at the start
+NEW = ("mhsa", "non_local", "global_context", "squeeze_excitation", "cbam", "efficient", "axial")
+GATED = ("mhsa", "non_local", "global_context", "efficient", "axial")  # x + gamma * o, gamma = 0 at the start
 
 
 def _with_gamma(block: nn.Module, value: float = 0.7) -> nn.Module:
@@ -56,7 +56,7 @@ def test_gate_blocks_multiply_and_have_no_gamma(name):
 def test_declared_flags():
     flags = {n: ATTENTION.build(n, 16).permutation_equivariant for n in NEW}
     assert flags == {"mhsa": True, "non_local": True, "global_context": True,
-                     "squeeze_excitation": True, "cbam": False, "efficient": True}
+                     "squeeze_excitation": True, "cbam": False, "efficient": True, "axial": False}
     assert not ATTENTION.build({"type": "non_local", "pool": True}, 16).permutation_equivariant
     assert ATTENTION.get("mhsa").config().backend == "sdpa"
     assert ATTENTION.get("non_local").config().backend == "sdpa"
@@ -80,9 +80,10 @@ def test_cbam_is_really_not_permutation_equivariant():
         ("squeeze_excitation", {"reduction": 2, "spectral_norm": True}),
         ("cbam", {"kernel_size": 3, "spectral_norm": True}),
         ("efficient", {"head_count": 2, "qk_reduction": 1, "spectral_norm": True}),
+        ("axial", {"heads": 2, "backend": "dense", "spectral_norm": True}),
     ],
     ids=["mhsa-1head", "mhsa-2heads-sn", "mhsa-dense", "non_local-pool", "non_local-sn-r4-dense",
-         "gc-r4-sn", "se-r2-sn", "cbam-k3-sn", "efficient-2heads-sn"],
+         "gc-r4-sn", "se-r2-sn", "cbam-k3-sn", "efficient-2heads-sn", "axial-2heads-dense-sn"],
 )
 def test_option_variants_pass_property_checks(name, options):
     sizes = (4, 6, 8) if options.get("pool") else (3, 4, 5)
@@ -193,6 +194,26 @@ def test_efficient_is_linear_and_its_map_is_stochastic():
     torch.testing.assert_close(amap.sum(-1), torch.ones(2, 30, dtype=amap.dtype))
     with pytest.raises(ValueError, match="multiples of head_count 3"):
         ATTENTION.build({"type": "efficient", "head_count": 3}, 16)
+
+
+def test_axial_on_one_row_is_mhsa_and_its_map_factorises():
+    torch.manual_seed(5)
+    axial = _with_gamma(ATTENTION.build("axial", 16)).double()
+    mhsa = _with_gamma(ATTENTION.build("mhsa", 16)).double()
+    mhsa.load_state_dict({k: v for k, v in axial.state_dict().items() if not k.endswith("_col.weight")})
+    row = torch.randn(2, 16, 1, 7, dtype=torch.float64)  # one row: the column step attends to itself
+    torch.testing.assert_close(axial(row), mhsa(row))
+    col = torch.randn(2, 16, 6, 1, dtype=torch.float64)  # one column: the row step is the identity
+    q, k, v = axial.query_col(col).reshape(2, 4, 4, 6), axial.key_col(col).reshape(2, 4, 4, 6), axial.value(col)
+    p = torch.softmax(q.transpose(2, 3) @ k * 0.5, dim=-1)
+    o = (v.reshape(2, 4, 4, 6) @ p.transpose(2, 3)).reshape(col.shape)
+    torch.testing.assert_close(axial(col), col + 0.7 * axial.out(o))
+    x = torch.randn(1, 16, 3, 4, dtype=torch.float64)
+    amap = axial.attention_map(x)
+    assert amap.shape == (1, 12, 12)
+    torch.testing.assert_close(amap.sum(-1), torch.ones(1, 12, dtype=amap.dtype))
+    ref = axial.reference(x)
+    torch.testing.assert_close(axial(x), ref)
 
 
 # ----------------------------------------------------------------------------- GPU

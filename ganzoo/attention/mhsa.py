@@ -40,7 +40,7 @@ class Mhsa(ReferenceBlock):
     def __init__(self, cfg: MhsaConfig | None = None, channels: int = 0) -> None:
         cfg = cfg or MhsaConfig()
         if channels < 1 or channels % cfg.heads:
-            raise ValueError(f"mhsa attention: channels {channels} is not a positive multiple of heads {cfg.heads}")
+            raise ValueError(f"{cfg.type} attention: channels {channels} is not a positive multiple of heads {cfg.heads}")
         super().__init__(cfg, channels)
         self.heads = cfg.heads
         self.head_channels = channels // cfg.heads
