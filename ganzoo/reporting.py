@@ -171,6 +171,16 @@ def run_gammas(run: Run) -> dict[str, Any] | None:
     return read_gammas(run.path)
 
 
+def _gate_mean_std(values: list[float | None]) -> str:
+    """Three significant digits (gates of short runs are ~1e-4, of long ones ~0.1-1), ± std over seeds."""
+    vals = [v for v in values if isinstance(v, (int, float))]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.3g}"
+    return f"{statistics.mean(vals):.3g} ± {statistics.stdev(vals):.2g}"
+
+
 def gate_cell(gammas: list[dict[str, Any] | None]) -> str:
     """``G: blocks.1.1 0.12 ± 0.01; D: - `` over the seeds of a variant (n/a where none has gates)."""
     have = [g for g in gammas if g is not None]
@@ -182,7 +192,7 @@ def gate_cell(gammas: list[dict[str, Any] | None]) -> str:
         if not names:
             parts.append(f"{tag}: -")
             continue
-        vals = [f"{n} {_mean_std([(g.get(net) or {}).get(n) for g in have], 3)}" for n in names]
+        vals = [f"{n} {_gate_mean_std([(g.get(net) or {}).get(n) for g in have])}" for n in names]
         parts.append(f"{tag}: " + ", ".join(vals))
     missing = len(gammas) - len(have)
     return "; ".join(parts) + (f" ({missing} run(s) n/a)" if missing else "")

@@ -90,4 +90,4 @@ def test_report_puts_the_gates_in_its_table(run_dir, tmp_path):
     gammas = json.loads((run_dir / "gammas.json").read_text())
     g = gammas["generator"]["blocks.1.1"]
     assert "gate γ in G / D (end) |" in text
-    assert f"G: blocks.1.1 {g:.3f}" in text
+    assert f"G: blocks.1.1 {g:.3g}; D: blocks.1.1 " in text
