@@ -78,7 +78,8 @@ def read_gammas(run_dir: str | Path, write: bool = True) -> dict[str, Any] | Non
             raise GanzooError(f"{file}: unreadable ({getattr(exc, 'strerror', None) or exc})") from None
         if not isinstance(data, dict) or not isinstance(data.get("generator"), dict):
             raise GanzooError(f"{file}: not a gammas file (no 'generator' mapping)")
-        if ckpts and data.get("step", -1) < ckpts[-1][0]:
+        step = data.get("step")
+        if ckpts and (not isinstance(step, int) or step < ckpts[-1][0]):
             data = None  # the run went on since: read the newer checkpoint
     if data is None and ckpts:
         if write:
@@ -108,8 +109,11 @@ class BlockMaps:
 
 
 def attention_blocks(G: Any) -> list[tuple[str, Any]]:
-    """``(name, module)`` of every module of G that exposes ``attention_map(x)``."""
-    return [(n, m) for n, m in G.named_modules() if callable(getattr(m, "attention_map", None))]
+    """``(name, module)`` of every module of G that exposes ``attention_map(x)``; one whose parent module
+    exposes it too (a block wrapping another) is left to the outer one, so each attention is drawn once."""
+    found = [(n, m) for n, m in G.named_modules() if callable(getattr(m, "attention_map", None))]
+    outer = [n for n, _ in found]
+    return [(n, m) for n, m in found if not any(o != n and (o == "" or n.startswith(o + ".")) for o in outer)]
 
 
 def _key_grid(n_key: int, h: int, w: int) -> tuple[int, int]:

@@ -166,9 +166,15 @@ GATES_NOTE = (" Gate γ: the learned scalar of each attention block (`out = x + 
 def run_gammas(run: Run) -> dict[str, Any] | None:
     """The gates at the end of a run (``gammas.json``, else its last checkpoint, which then leaves a
     ``gammas.json`` behind for the run folder to keep), or None."""
+    import warnings
+
     from .attention_maps import read_gammas
 
-    return read_gammas(run.path)
+    try:
+        return read_gammas(run.path)
+    except GanzooError as exc:  # a damaged gammas.json or checkpoint: n/a in the table, not no report
+        warnings.warn(f"{run.path.name}: gates not read ({exc})", stacklevel=2)
+        return None
 
 
 def _gate_mean_std(values: list[float | None]) -> str:

@@ -91,3 +91,40 @@ def test_report_puts_the_gates_in_its_table(run_dir, tmp_path):
     g = gammas["generator"]["blocks.1.1"]
     assert "gate γ in G / D (end) |" in text
     assert f"G: blocks.1.1 {g:.3g}; D: blocks.1.1 " in text
+
+
+def test_a_damaged_gammas_file_is_n_a_in_the_report_not_a_failure(tmp_path):
+    import shutil
+
+    from conftest import REPO
+    from ganzoo.attention_maps import read_gammas
+    from ganzoo.errors import GanzooError
+    from ganzoo.reporting import build_report
+
+    run = tmp_path / "ablation-feat16-s0"
+    shutil.copytree(REPO / "docs" / "ablations" / "runs" / run.name, run, ignore=shutil.ignore_patterns("samples"))
+    (run / "gammas.json").write_text("{not json")
+    with pytest.raises(GanzooError, match="gammas.json: unreadable"):
+        read_gammas(run)
+    with pytest.warns(UserWarning, match="gates not read"):
+        text = build_report([run], tmp_path / "r.md", paper_table=False).read_text()
+    assert "| ablation-feat16 |" in text and "gate γ" not in text
+    (run / "gammas.json").write_text('{"step": 5600, "generator": {"blocks.1.1": 0.25}, "discriminator": {}}')
+    assert "| G: blocks.1.1 0.25; D: - |" in build_report([run], tmp_path / "r.md", paper_table=False).read_text()
+
+
+def test_nested_attention_modules_are_drawn_once():
+    from torch import nn
+
+    from ganzoo.attention_maps import attention_blocks
+
+    class Attn(nn.Module):
+        def __init__(self, inner=None):
+            super().__init__()
+            self.inner = inner
+
+        def attention_map(self, x):
+            return x
+
+    G = nn.Sequential(Attn(Attn()), nn.Identity(), Attn())
+    assert [n for n, _ in attention_blocks(G)] == ["0", "2"]
