@@ -39,19 +39,25 @@ def gammas_of_checkpoint(ckpt: dict[str, Any]) -> dict[str, dict[str, float]]:
     return {"generator": gates(g), "discriminator": gates(ckpt.get("discriminator"))}
 
 
-def write_gammas(run_dir: str | Path) -> Path | None:
+def write_gammas(run_dir: str | Path, ckpt: dict[str, Any] | None = None) -> Path | None:
     """Write ``RUN_DIR/gammas.json`` (step, checkpoint, the gates of G's and D's attention blocks) from
-    the run's last checkpoint; None (nothing written) when the run has no checkpoint."""
+    the run's last checkpoint; None (nothing written) when the run has no checkpoint. ``ckpt``: the
+    payload just saved as that checkpoint (the training loop has it in memory), instead of reading it."""
     from .atomic import atomic_write_text
-    from .training.checkpoint import GENERATOR_KEYS, list_checkpoints, load_checkpoint
+    from .training.checkpoint import GENERATOR_KEYS, checkpoint_name, list_checkpoints, load_checkpoint
 
     run_dir = Path(run_dir)
-    ckpts = list_checkpoints(run_dir)
-    if not ckpts:
-        return None
-    step, path = ckpts[-1]
-    ckpt = load_checkpoint(path, need=GENERATOR_KEYS)
-    data = {"step": int(ckpt.get("step", step)), "checkpoint": path.name,
+    if ckpt is not None:
+        step = int(ckpt["step"])
+        name = checkpoint_name(step)
+    else:
+        ckpts = list_checkpoints(run_dir)
+        if not ckpts:
+            return None
+        step, path = ckpts[-1]
+        name = path.name
+        ckpt = load_checkpoint(path, need=GENERATOR_KEYS)
+    data = {"step": int(ckpt.get("step", step)), "checkpoint": name,
             "weights": "ema" if ckpt.get("ema") is not None else "generator", **gammas_of_checkpoint(ckpt)}
     out = run_dir / GAMMAS_FILE
     try:

@@ -128,3 +128,14 @@ def test_nested_attention_modules_are_drawn_once():
 
     G = nn.Sequential(Attn(Attn()), nn.Identity(), Attn())
     assert [n for n, _ in attention_blocks(G)] == ["0", "2"]
+
+
+def test_write_gammas_from_the_payload_in_memory_matches_the_file(run_dir, tmp_path):
+    from ganzoo.attention_maps import write_gammas
+    from ganzoo.training.checkpoint import list_checkpoints, load_checkpoint
+
+    from_disk = json.loads(write_gammas(run_dir).read_text())
+    ckpt = load_checkpoint(list_checkpoints(run_dir)[-1][1])
+    (tmp_path / "checkpoints").mkdir()
+    assert json.loads(write_gammas(tmp_path, ckpt=ckpt).read_text()) == from_disk
+    assert write_gammas(tmp_path / "checkpoints") is None  # no checkpoint: nothing written
