@@ -157,6 +157,220 @@ def _mean_std(values: list[float | None], digits: int = 2) -> str:
     return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
 
 
+# ----------------------------------------------------------------------------- attention gates
+GATES_NOTE = (" Gate γ: the learned scalar of each attention block (`out = x + γ·attention`; 0 at the start) "
+              "of EMA-G and D at each run's last checkpoint (`gammas.json`), mean ± std over seeds; n/a: "
+              "the run folder has neither `gammas.json` nor a checkpoint.")
+
+
+def run_gammas(run: Run) -> dict[str, Any] | None:
+    """The gates at the end of a run (``gammas.json``, else its last checkpoint, which then leaves a
+    ``gammas.json`` behind for the run folder to keep), or None."""
+    import warnings
+
+    from .attention_maps import read_gammas
+
+    try:
+        return read_gammas(run.path)
+    except GanzooError as exc:  # a damaged gammas.json or checkpoint: n/a in the table, not no report
+        warnings.warn(f"{run.path.name}: gates not read ({exc})", stacklevel=2)
+        return None
+
+
+def _gate_mean_std(values: list[float | None]) -> str:
+    """Three significant digits (gates of short runs are ~1e-4, of long ones ~0.1-1), ± std over seeds."""
+    vals = [v for v in values if isinstance(v, (int, float))]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.3g}"
+    return f"{statistics.mean(vals):.3g} ± {statistics.stdev(vals):.2g}"
+
+
+def gate_cell(gammas: list[dict[str, Any] | None]) -> str:
+    """``G: blocks.1.1 0.12 ± 0.01; D: - `` over the seeds of a variant (n/a where none has gates)."""
+    have = [g for g in gammas if g is not None]
+    if not have:
+        return "n/a"
+    parts = []
+    for net, tag in (("generator", "G"), ("discriminator", "D")):
+        names = list(dict.fromkeys(k for g in have for k in (g.get(net) or {})))
+        if not names:
+            parts.append(f"{tag}: -")
+            continue
+        vals = [f"{n} {_gate_mean_std([(g.get(net) or {}).get(n) for g in have])}" for n in names]
+        parts.append(f"{tag}: " + ", ".join(vals))
+    missing = len(gammas) - len(have)
+    return "; ".join(parts) + (f" ({missing} run(s) n/a)" if missing else "")
+
+
+# ----------------------------------------------------------------------------- paired differences
+def _t_two_sided_mass(t: float, dof: int) -> float:
+    """P(|T| < t) for Student's t with an integer ``dof`` (Abramowitz & Stegun 26.7.3-4: a finite sum)."""
+    theta = math.atan(t / math.sqrt(dof))
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    if dof % 2:  # odd
+        term, total = s * math.cos(theta), 0.0
+        if dof > 1:
+            total = term
+            for k in range(3, dof - 1, 2):  # term_k = term_{k-2} * cos^2 * (k-1)/k
+                term *= c2 * (k - 1) / k
+                total += term
+        return 2 / math.pi * (theta + total)
+    term = total = s
+    for k in range(2, dof - 1, 2):
+        term *= c2 * (k - 1) / k
+        total += term
+    return total
+
+
+def t_quantile_975(dof: int) -> float:
+    """t_{0.975, dof}: the half-width multiplier of a two-sided 95% interval (12.706 for 1 dof, 4.303
+    for 2, 1.960 as dof grows). Exact for integer dof, by bisection on the closed-form CDF (no scipy)."""
+    if dof < 1:
+        raise ValueError(f"t quantile needs dof >= 1, got {dof}")
+    lo, hi = 1.0, 20.0 if dof > 1 else 100.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if _t_two_sided_mass(mid, dof) < 0.95:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+@dataclass
+class Paired:
+    """Paired final-FID differences (variant - baseline) over the seeds both have."""
+
+    variant: str
+    baseline: str
+    seeds: list[int]
+    diffs: list[float]
+
+    @property
+    def n(self) -> int:
+        return len(self.diffs)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.mean(self.diffs) if self.diffs else None
+
+    @property
+    def sd(self) -> float | None:
+        return statistics.stdev(self.diffs) if self.n >= 2 else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% confidence interval of the mean difference (Student's t, n - 1 dof); None below 2 seeds."""
+        if self.n < 2:
+            return None
+        half = t_quantile_975(self.n - 1) * self.sd / math.sqrt(self.n)
+        return self.mean - half, self.mean + half
+
+    @property
+    def verdict(self) -> str:
+        if self.n == 0:
+            return "no seed in common with the baseline: no comparison"
+        ci = self.interval
+        if ci is None:
+            return "one seed: no interval"
+        if ci[1] < 0:
+            return "better (lower FID)"
+        if ci[0] > 0:
+            return "worse (higher FID)"
+        return "not separated at this budget"
+
+
+def paired_differences(variant: Variant, baseline: Variant, key: str = "eval/fid") -> Paired:
+    """Pair the runs of ``variant`` and ``baseline`` by seed (runs without a final ``key`` are left out)."""
+    base = {r.seed: r.final(key) for r in baseline.runs if r.final(key) is not None}
+    seeds, diffs = [], []
+    for r in variant.runs:
+        v = r.final(key)
+        if v is not None and r.seed in base:
+            seeds.append(r.seed)
+            diffs.append(v - base[r.seed])
+    return Paired(variant.name, baseline.name, seeds, diffs)
+
+
+def _no_attention(recipe: Recipe) -> bool:
+    return not any(getattr(getattr(recipe, which), "attention_resolutions", None) for which in ("generator", "discriminator"))
+
+
+def pick_baseline(variants: list[Variant], name: str | None = None) -> Variant | None:
+    """The variant named ``name`` (one-line error if none is), else the one whose name ends in ``none``,
+    else the only one whose recipe has no attention anywhere; None when no variant qualifies or there
+    is nothing to compare it with."""
+    if name is not None:
+        for v in variants:
+            if v.name == name:
+                return v
+        raise ReportError(f"--baseline {name}: no such variant (variants: {', '.join(v.name for v in variants)})")
+    if len(variants) < 2:
+        return None
+    named = [v for v in variants if v.name.endswith("none")]
+    if len(named) == 1:
+        return named[0]
+    plain = [v for v in variants if _no_attention(v.recipe)]
+    return plain[0] if len(plain) == 1 else None
+
+
+def _f(x: float) -> str:
+    return f"{x:+.2f}"
+
+
+def paired_section(variants: list[Variant], baseline: Variant, key: str = "eval/fid") -> list[str]:
+    """The markdown lines of "Paired differences against BASELINE"."""
+    lines = [f"## Paired differences against {baseline.name}", "",
+             f"Final FID of each variant minus that of **{baseline.name}** with the same seed (same data order "
+             "and initial noise), so that seed-to-seed spread common to both cancels. Mean over the seeds both "
+             "have, with its 95% confidence interval (Student's t, n - 1 degrees of freedom). Negative is better. "
+             "A variant is called better or worse only when the interval excludes 0; "
+             "the interval's half-width is t·sd/√n with t = 12.71 for 2 seeds and 4.30 for 3, so two seeds separate "
+             "a variant only when they agree closely.", "",
+             "| variant | seeds paired | differences (variant - baseline), by seed | mean difference | 95% CI | verdict |",
+             "|---|---|---|---|---|---|"]
+    sentences = []
+    for v in variants:
+        if v is baseline:
+            continue
+        p = paired_differences(v, baseline, key)
+        per_seed = ", ".join(f"s{s}: {_f(d)}" for s, d in zip(p.seeds, p.diffs)) or "-"
+        ci = p.interval
+        ci_text = f"[{_f(ci[0])}, {_f(ci[1])}]" if ci else "-"
+        mean = _f(p.mean) if p.mean is not None else "-"
+        lines.append(f"| {v.name} | {p.n} | {per_seed} | {mean} | {ci_text} | {p.verdict} |")
+        if ci is not None:
+            sentences.append(f"- **{v.name}**: {p.verdict}; {mean} FID against {baseline.name} over {p.n} seeds "
+                             f"(95% CI {ci_text}).")
+        elif p.n == 1:
+            sentences.append(f"- **{v.name}**: one seed: no interval ({mean} FID against {baseline.name}, seed {p.seeds[0]}).")
+        else:
+            sentences.append(f"- **{v.name}**: no seed with a final FID in common with {baseline.name}: no comparison.")
+    lines += ["", *sentences, ""]
+    missing = missing_runs(variants, key)
+    lines += (["Missing (the comparison uses what is complete):", "", *[f"- {m}" for m in missing], ""] if missing
+              else ["Every variant has a final FID for every seed.", ""])
+    return lines
+
+
+def missing_runs(variants: list[Variant], key: str = "eval/fid") -> list[str]:
+    """What is missing relative to the others: seeds a variant has no run for, runs with no final ``key``."""
+    seeds = sorted({r.seed for v in variants for r in v.runs})
+    out = []
+    for v in variants:
+        have = {r.seed for r in v.runs}
+        absent = [s for s in seeds if s not in have]
+        no_value = [r.seed for r in v.runs if r.final(key) is None]
+        if absent:
+            out.append(f"{v.name}: no run for seed{'s' if len(absent) > 1 else ''} {', '.join(map(str, absent))}")
+        if no_value:
+            out.append(f"{v.name}: no final {key.split('/')[-1].upper()} for seed{'s' if len(no_value) > 1 else ''} "
+                       f"{', '.join(map(str, no_value))} (run unfinished or not evaluated)")
+    return out
+
+
 def _plot_curves(variants: list[Variant], key: str, out: Path, ylabel: str | None = None) -> bool:
     import matplotlib
 
@@ -221,15 +435,19 @@ def _plot_final(variants: list[Variant], key: str, out: Path) -> bool:
 def build_report(
     run_dirs: Sequence[str | Path], out: str | Path, command: Sequence[str] | None = None,
     title: str | None = None, notes: str | None = None, paper_table: bool = True, variant_from: str = "recipe",
+    baseline: str | None = None, paired: bool = True,
 ) -> Path:
     """Write the markdown report ``out`` and its assets folder (``out`` without ``.md``). Runs are grouped
-    into variants by recipe name (``variant_from="folder"``: by folder name without ``-s<seed>``)."""
+    into variants by recipe name (``variant_from="folder"``: by folder name without ``-s<seed>``).
+    With ``paired`` and a baseline variant (``baseline``, else :func:`pick_baseline`'s choice), the
+    report adds the paired differences of final FID against it."""
     out = Path(out)
     assets = check_output(out)
     runs = load_runs(run_dirs, variant_from)
     variants = group(runs)
+    base = pick_baseline(variants, baseline) if paired else None
     try:
-        return _write_report(runs, variants, out, assets, command, title, notes, paper_table)
+        return _write_report(runs, variants, out, assets, command, title, notes, paper_table, base)
     except OSError as exc:
         where = exc.filename or out
         raise ReportError(f"{where}: cannot write the report: {exc.strerror or exc}") from None
@@ -278,13 +496,16 @@ def check_output(out: Path) -> Path:
 
 
 def _write_report(runs: list[Run], variants: list[Variant], out: Path, assets: Path,
-                  command: Sequence[str] | None, title: str | None, notes: str | None, paper_table: bool) -> Path:
+                  command: Sequence[str] | None, title: str | None, notes: str | None, paper_table: bool,
+                  baseline: Variant | None = None) -> Path:
     if assets.exists():
         shutil.rmtree(assets)
     assets.mkdir(parents=True)
     rel = assets.name
 
     seeds = sorted({r.seed for r in runs})
+    gammas = {id(r): run_gammas(r) for r in runs}
+    with_gates = any(g is not None for g in gammas.values())
     lines = [f"# {title or 'Ablation report: ' + out.stem}", "",
              "Generated by `ganzoo report` from run folders; do not edit by hand (regenerate it).", ""]
     if notes:
@@ -292,9 +513,10 @@ def _write_report(runs: list[Run], variants: list[Variant], out: Path, assets: P
     lines += [
         f"{len(variants)} variants x seeds {', '.join(map(str, seeds))} ({len(runs)} runs). FID/KID are of EMA-G samples "
         "against the reference split named in each recipe (`eval`); lower is better. "
-        "Mean ± standard deviation over seeds.", "",
-        "| variant | attention in G | attention in D | params G / D | images/s | steps | final FID | best FID | final KID (x1e3) | seeds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Mean ± standard deviation over seeds." + (GATES_NOTE if with_gates else ""), "",
+        "| variant | attention in G | attention in D | params G / D | images/s | steps | final FID | best FID | final KID (x1e3) | seeds |"
+        + (" gate γ in G / D (end) |" if with_gates else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_gates else ""),
     ]
     for v in variants:
         g_params, d_params = parameter_counts(v.recipe)
@@ -304,9 +526,11 @@ def _write_report(runs: list[Run], variants: list[Variant], out: Path, assets: P
             f"| {v.name} | {attention_positions(v.recipe, 'generator')} | {attention_positions(v.recipe, 'discriminator')} "
             f"| {g_params / 1e6:.2f}M / {d_params / 1e6:.2f}M | {speed} | {_mean_std([r.steps for r in v.runs], 0)} "
             f"| {_mean_std([r.final('eval/fid') for r in v.runs])} | {_mean_std([r.best('eval/fid') for r in v.runs])} "
-            f"| {_mean_std(kid)} | {len(v.runs)} |"
+            f"| {_mean_std(kid)} | {len(v.runs)} |" + (f" {gate_cell([gammas[id(r)] for r in v.runs])} |" if with_gates else "")
         )
     lines.append("")
+    if baseline is not None:
+        lines += paired_section(variants, baseline)
     for key, fname, caption, ylabel in (
         ("eval/fid", "fid_vs_step.png", "FID against step", None),
         ("eval/kid", "kid_vs_step.png", "KID against step", None),

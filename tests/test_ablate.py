@@ -50,17 +50,23 @@ def test_ablate_runs_every_variant_and_seed_and_writes_the_report(ablation):
         assert json.loads(done.read_text())["seconds"] > 0
         assert (root / "runs" / run / "command.txt").read_text().startswith("ganzoo run ")
     report = (root / "report" / "tiny.md").read_text()
-    rows = [line for line in report.splitlines() if line.startswith("| tiny-")]
+    table = report.split("\n\n## ", 1)[0]  # the main table (the paired differences follow it)
+    rows = [line for line in table.splitlines() if line.startswith("| tiny-")]
     assert len(rows) == 2, report
     none_row = next(r for r in rows if r.startswith("| tiny-none "))
     feat_row = next(r for r in rows if r.startswith("| tiny-feat16 "))
     assert "| - | - |" in none_row and "sagan @ 16" in feat_row
     cells = [c.strip() for c in feat_row.strip("|").split("|")]
-    assert cells[5] == "6" and "±" in cells[6] and cells[-1] == "2"  # steps, FID mean ± std, seeds
+    assert cells[5] == "6" and "±" in cells[6] and cells[9] == "2"  # steps, FID mean ± std, seeds (then gates)
     assets = root / "report" / "tiny"
     for png in ("fid_vs_step.png", "kid_vs_step.png", "final_fid.png", "samples-tiny-none.png", "samples-tiny-feat16.png"):
         assert (assets / png).stat().st_size > 1000, png
         assert f"(tiny/{png})" in report
+    # issue 19: the gates of each run (gammas.json, left in the run folders) and the paired differences
+    assert "G: blocks.1.1 " in feat_row and "G: -; D: -" in none_row
+    assert json.loads((root / "runs" / "tiny-feat16-s1" / "gammas.json").read_text())["step"] == 6
+    paired = report.split("## Paired differences against tiny-none", 1)[1].split("\n## ", 1)[0]
+    assert "| tiny-feat16 | 2 | s0: " in paired and "95% CI" in paired
     assert "Table 1" in report and "22.96" in report
     assert "ganzoo ablate" in report and "--seeds 0 1" in report
 

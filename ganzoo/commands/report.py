@@ -20,11 +20,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant-from", choices=("recipe", "folder"), default="recipe",
                    help="group runs into variants by recipe name (default), or by run folder name without its "
                    "-s<seed> suffix (runs of one recipe with different --set options)")
+    p.add_argument("--baseline", default=None, metavar="VARIANT",
+                   help="variant the others are compared with, seed by seed (paired final-FID differences with "
+                   "95%% confidence intervals); default: the variant named *none, else the only one without attention")
+    p.add_argument("--paired", action=argparse.BooleanOptionalAction, default=True,
+                   help="include the paired-differences section when a baseline applies (default on)")
 
 
 def main(args: argparse.Namespace) -> int:
     notes = read_notes(args.notes) if args.notes else None
     out = build_report(args.runs, args.out, args.command_line,
-                       title=args.title, notes=notes, paper_table=args.paper_table, variant_from=args.variant_from)
+                       title=args.title, notes=notes, paper_table=args.paper_table, variant_from=args.variant_from,
+                       baseline=args.baseline, paired=args.paired)
     print(f"wrote {escape(str(out))}")
     return 0

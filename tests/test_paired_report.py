@@ -1,0 +1,90 @@
+"""Paired differences against the baseline in `ganzoo report` (issue 19): the maths against a hand-computed
+example, the verdicts, the choice of baseline, and a report built from incomplete run folders."""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from ganzoo.errors import GanzooError
+from ganzoo.reporting import Paired, Variant, pick_baseline, t_quantile_975
+
+RUNS = REPO / "docs" / "ablations" / "runs"
+
+
+@pytest.mark.parametrize("dof, table", [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262),
+                                        (29, 2.045), (30, 2.042), (120, 1.980)])
+def test_t_quantiles_match_the_printed_table(dof, table):
+    assert t_quantile_975(dof) == pytest.approx(table, abs=6e-4)
+
+
+def test_paired_maths_against_a_hand_computed_example():
+    # differences -2, -4, -3: mean -3, sd 1, half-width t_{0.975,2} * 1 / sqrt(3) = 4.303 / 1.732 = 2.484
+    p = Paired("attn", "none", [0, 1, 2], [-2.0, -4.0, -3.0])
+    assert p.mean == pytest.approx(-3.0)
+    assert p.sd == pytest.approx(1.0)
+    lo, hi = p.interval
+    assert lo == pytest.approx(-3 - 4.3027 / math.sqrt(3), abs=1e-3)
+    assert hi == pytest.approx(-3 + 4.3027 / math.sqrt(3), abs=1e-3)
+    assert hi == pytest.approx(-0.5158, abs=1e-3)
+    assert p.verdict.startswith("better")
+
+
+@pytest.mark.parametrize("diffs, verdict", [
+    ([-2.0, -4.0, -3.0], "better"),
+    ([2.0, 4.0, 3.0], "worse"),
+    ([-2.0, 4.0, -3.0], "not separated at this budget"),
+    ([-3.0], "one seed: no interval"),
+    ([], "no seed in common"),
+])
+def test_verdicts(diffs, verdict):
+    assert Paired("v", "b", list(range(len(diffs))), diffs).verdict.startswith(verdict)
+
+
+def _load(*names: str) -> list[Variant]:
+    from ganzoo.reporting import group, load_runs
+
+    return group(load_runs([RUNS / n for n in names]))
+
+
+def test_baseline_is_the_variant_named_none_or_the_one_named():
+    variants = _load("ablation-feat16-s0", "ablation-none-s0", "ablation-feat8-s0")
+    assert pick_baseline(variants).name == "ablation-none"
+    assert pick_baseline(variants, "ablation-feat8").name == "ablation-feat8"
+    with pytest.raises(GanzooError, match="--baseline nope: no such variant"):
+        pick_baseline(variants, "nope")
+    assert pick_baseline(_load("ablation-feat16-s0", "ablation-feat8-s0")) is None  # all have attention
+
+
+def test_report_pairs_by_seed_and_says_what_is_missing(tmp_path):
+    """feat16 has seeds 0 and 1, none only seed 0, feat8 seed 1 without an evaluation: the report pairs
+    what it can and names the rest."""
+    from ganzoo.reporting import build_report
+
+    dirs = []
+    for name in ("ablation-feat16-s0", "ablation-feat16-s1", "ablation-none-s0", "ablation-feat8-s1"):
+        shutil.copytree(RUNS / name, tmp_path / name, ignore=shutil.ignore_patterns("samples"))
+        dirs.append(tmp_path / name)
+    metrics = tmp_path / "ablation-feat8-s1" / "metrics.jsonl"
+    metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines() if '"eval/' not in line))
+    out = build_report(dirs, tmp_path / "r.md", paper_table=False)
+    text = out.read_text()
+    section = text.split("## Paired differences against ablation-none", 1)[1].split("\n## ", 1)[0]
+    fid = {}
+    for name in ("ablation-feat16-s0", "ablation-none-s0"):
+        from ganzoo.training.logs import read_metrics
+
+        fid[name] = [r["eval/fid"] for r in read_metrics(tmp_path / name) if "eval/fid" in r][-1]
+    diff = fid["ablation-feat16-s0"] - fid["ablation-none-s0"]
+    assert f"| ablation-feat16 | 1 | s0: {diff:+.2f} | {diff:+.2f} | - | one seed: no interval |" in section
+    assert "| ablation-feat8 | 0 | - | - | - | no seed in common" in section
+    assert "ablation-none: no run for seed 1" in section
+    assert "ablation-feat8: no run for seed 0" in section
+    assert "ablation-feat8: no final FID for seed 1" in section
+    # the flag off: no section
+    off = build_report(dirs, tmp_path / "off.md", paper_table=False, paired=False).read_text()
+    assert "Paired differences" not in off
+    assert "gate γ" not in off  # no gammas.json, no checkpoint: no gate column
