@@ -22,7 +22,7 @@ from typing import Sequence
 from . import __version__
 from .errors import GanzooError, escape, terminal_lines
 
-ORDER = ["list", "validate", "schema", "check", "run", "eval", "sample", "export", "ablate", "report"]
+ORDER = ["list", "validate", "schema", "check", "run", "eval", "sample", "attention-maps", "export", "ablate", "report"]
 
 
 @dataclass(frozen=True)
