@@ -164,14 +164,18 @@ class Upsample(Resampling):
         return super().shortcut(layer, _up2(x))
 
 
-class FoldedUpsample(Upsample):
-    """:class:`Upsample` folded into the convs: stride-2 transposed convs (same maths, module doc)."""
+class _Folded:
+    """Resampling folded into the convs: it needs plain convs whose weight it can read (``check_foldable``)."""
 
     folded = True
 
     def check(self, conv3x3, conv1x1):
         check_foldable(conv3x3)
         check_foldable(conv1x1, 1)
+
+
+class FoldedUpsample(_Folded, Upsample):
+    """:class:`Upsample` folded into the convs: stride-2 transposed convs (same maths, module doc)."""
 
     def conv(self, layer, h):
         return upsampled_conv3x3(layer, h)
@@ -197,15 +201,9 @@ class PoolFirstDownsample(Downsample):
         return Resampling.shortcut(self, layer, _pool2(x))
 
 
-class FoldedDownsample(Downsample):
+class FoldedDownsample(_Folded, Downsample):
     """:class:`Downsample` (either shortcut order: the 1x1 conv and the pooling commute) folded into the
     convs: stride-2 convs (same maths, module doc)."""
-
-    folded = True
-
-    def check(self, conv3x3, conv1x1):
-        check_foldable(conv3x3)
-        check_foldable(conv1x1, 1)
 
     def conv(self, layer, h):
         return pooled_conv3x3(layer, h)
