@@ -70,9 +70,13 @@ stage3)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$WORK/gpu.txt"
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$WORK/gpu.txt"
   # GPU property tests (issue 3 blocks, issue 5 backends): every test marked gpu (SKIP_TESTS=1: not again)
-  if [ "${SKIP_TESTS:-0}" != 1 ]; then
-    gpu_tests 200 8
-    tail -5 "$WORK/gpu_tests.log"
+  # beside the prewarm (nothing here is timed): the GPU tests (SKIP_TESTS=1: not again) and the
+  # step-equivalence check of the CUDA-graph runner against the eager step (STAGE_STEPEQ=0: not)
+  if [ "${SKIP_TESTS:-0}" != 1 ]; then gpu_tests 240 6 & fi
+  if [ "${STAGE_STEPEQ:-1}" = 1 ]; then
+    timeout 200 python3 benchmarks/step_equivalence.py --recipes cifar imagenet128 --out "$WORK/equivalence" \
+      > "$WORK/equivalence.log" 2>&1 &
+    timeout 240 python3 -m ganzoo check --device cuda > "$WORK/check_cuda.log" 2>&1 &
   fi
   # prewarm: decode CIFAR-10 once into the cache, compute the 10k test-split reference statistics once,
   # and measure the ablation's training speed: a whole `ganzoo run` with the ablation's fast settings
@@ -81,6 +85,8 @@ stage3)
     --set train.steps="${PREWARM_STEPS:-400}" --set eval.every="${PREWARM_STEPS:-400}" --set train.sample_every=0 \
     --set train.checkpoint_every=100000 > "$WORK/prewarm.log" 2>&1; echo $? > "$WORK/prewarm.rc"
   echo "prewarm exit $(cat "$WORK/prewarm.rc")"; tail -4 "$WORK/prewarm.log"
+  wait
+  tail -5 "$WORK/gpu_tests.log" "$WORK/equivalence.log" "$WORK/check_cuda.log" 2>/dev/null
   bash benchmarks/device/gpu_window.sh start
   sleep 5; cat "$WORK/jobs.log"; pack ;;
 start)  # the jobs phase in the background, from a snapshot of the tree: the next call re-sends the working

@@ -47,14 +47,20 @@ def strict_fp32():
     on for speed, ``train.tf32``): on CUDA that is a ~1e-3 relative error, so an "fp32" check against
     a float64 reference must switch it off to measure fp32 arithmetic. (On the H100 the fp32 checks
     failed with errors of 2.6e-4 to 4.1e-4 until this was done.)
+
+    cuDNN's deterministic algorithms too (no autotuning): the checks compare two eval-mode calls
+    bit for bit, and some of cuDNN's transposed-convolution kernels accumulate with atomics in an
+    order that changes from call to call (on the H200, 2026-12-05, ``ganzoo check --device cuda``
+    found the dcgan and sngan_cnn generators "not deterministic" until this was done).
     """
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    cudnn = torch.backends.cudnn
+    before = (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.deterministic, cudnn.benchmark)
     torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    cudnn.allow_tf32, cudnn.deterministic, cudnn.benchmark = False, True, False
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.deterministic, cudnn.benchmark = before
 
 
 def run_property(body: Callable[[st.DataObject], None], max_examples: int = 10, shrink: bool = True) -> None:
