@@ -200,7 +200,9 @@ class DatasetBlock(Protocol):
 
 class MetricBlock(Protocol):
     """``metric``: built as ``cls(cfg)`` (subclass :class:`ganzoo.metrics._base.Metric`), on Inception
-    features (``features["pool"]`` ``[N, 2048]``, ``features["logits"]`` ``[N, 1008]``)."""
+    features (``features["pool"]`` ``[N, 2048]``, ``features["logits"]`` ``[N, 1008]``, float32 on the
+    Inception network's device, a GPU during training: compute there; ``reference_stats`` returns
+    NumPy arrays, ``compute`` plain floats)."""
 
     #: compares against reference images (FID, KID)
     needs_reference: ClassVar[bool] = True

@@ -194,6 +194,43 @@ def test_frechet_distance_matches_torch_fidelity():
         assert frechet_distance(s1["mu"], s1["sigma"], s1["mu"], s1["sigma"], x1) == pytest.approx(0, abs=1e-8)
 
 
+def test_kid_matches_torch_fidelity():
+    """Same subsets, same unbiased estimator as torch-fidelity's NumPy loop (which it replaces for
+    speed); subset sizes below and at the sample count, default and explicit kernel settings."""
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    from ganzoo.metrics.kid import subset_mmds
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 48, generator=g) @ torch.randn(48, 48, generator=g) * 0.3
+    y = torch.randn(250, 48, generator=g) * 0.8 + 0.2
+    for size, degree, gamma, coef0, subsets in ((40, 3, None, 1.0, 7), (250, 2, 0.05, 0.5, 3)):
+        theirs = kid_features_to_metric(x, y, kid_subsets=subsets, kid_subset_size=size, kid_kernel="poly",
+                                        kid_kernel_poly_degree=degree, kid_kernel_poly_gamma=gamma,
+                                        kid_kernel_poly_coef0=coef0, rng_seed=11, verbose=False)
+        for max_elements in (1, 1 << 25):  # one subset per matmul, and all of them in one
+            mmds = subset_mmds(x, y, subsets=subsets, subset_size=size, degree=degree, gamma=gamma,
+                               coef0=coef0, seed=11, max_elements=max_elements)
+            assert mmds.shape == (subsets,)
+            assert mmds.mean() == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-4, abs=1e-7)
+            assert mmds.std() == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-3, abs=1e-7)
+    # different distributions give a clearly positive KID; a set against itself about zero
+    a, b = torch.randn(2, 400, 48, generator=g)
+    same = subset_mmds(a, b, subsets=5, subset_size=100, degree=3, gamma=None, coef0=1.0, seed=0)
+    other = subset_mmds(a, b * 1.5 + 0.5, subsets=5, subset_size=100, degree=3, gamma=None, coef0=1.0, seed=0)
+    assert abs(same.mean()) < other.mean() / 20
+
+
+def test_fid_statistics_match_numpy():
+    from ganzoo.metrics.fid import feature_statistics
+
+    x = torch.randn(40, 6, generator=torch.Generator().manual_seed(1)) * 3 + 1
+    mu, sigma = feature_statistics(x)
+    assert mu.dtype == sigma.dtype == torch.float64
+    np.testing.assert_allclose(mu.numpy(), x.double().numpy().mean(0), rtol=1e-12)
+    np.testing.assert_allclose(sigma.numpy(), np.cov(x.double().numpy(), rowvar=False), rtol=1e-10, atol=1e-12)
+
+
 def test_images_are_converted_for_inception():
     grey = torch.arange(16, dtype=torch.uint8).reshape(1, 1, 4, 4)
     rgb = as_rgb_uint8(grey)

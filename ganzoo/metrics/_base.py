@@ -6,7 +6,8 @@ A metric block is built as ``METRIC.build(cfg)`` and provides:
 * ``needs_logits`` (bool): uses the Inception classifier (IS), refused with FID-only weights;
 * ``reference_key()``: JSON-able settings that change its reference statistics (part of the cache key);
 * ``reference_stats(features) -> {name: numpy array}``: statistics of the reference features
-  (``features["pool"]`` float32 ``[N, 2048]``, ``features["logits"]`` ``[N, 1008]``), cached on disk;
+  (``features["pool"]`` float32 ``[N, 2048]``, ``features["logits"]`` ``[N, 1008]``, on the Inception
+  network's device: compute there, and return CPU arrays), cached on disk;
 * ``compute(features, reference_stats) -> {key: float}``: the values for generated features,
   e.g. ``{"fid": 12.3}`` or ``{"kid": 0.004, "kid_std": 0.001}``.
 """

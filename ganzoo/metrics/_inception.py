@@ -168,7 +168,7 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _full_fp32() -> Iterator[None]:
+def full_fp32() -> Iterator[None]:
     """No TF32 on CUDA while extracting: FID is specified in float32 (TF32 shifts it slightly)."""
     old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -180,15 +180,16 @@ def _full_fp32() -> Iterator[None]:
 
 @torch.inference_mode()
 def extract(extractor: torch.nn.Module, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Features of every batch: ``{"pool": float32 [N,2048], "logits": float32 [N,1008]}`` on the CPU."""
+    """Features of every batch: ``{"pool": float32 [N,2048], "logits": float32 [N,1008]}`` on the
+    extractor's device (the metrics compute there: see fid.py and kid.py)."""
     device = next(extractor.parameters()).device
     pools, logits = [], []
-    with _full_fp32():
+    with full_fp32():
         for x in batches:
             x = as_rgb_uint8(x).to(device, non_blocking=True)
             p, lg = extractor(x)
-            pools.append(p.float().cpu())
-            logits.append(lg.float().cpu())
+            pools.append(p.float())
+            logits.append(lg.float())
     if not pools:
-        return {"pool": torch.empty(0, 2048), "logits": torch.empty(0, 1008)}
+        return {"pool": torch.empty(0, 2048, device=device), "logits": torch.empty(0, 1008, device=device)}
     return {"pool": torch.cat(pools), "logits": torch.cat(logits)}
