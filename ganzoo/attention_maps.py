@@ -1,9 +1,7 @@
 """What attention learned: the gates (gamma) of every attention block, and SAGAN-style attention maps.
 
-* :func:`write_gammas` writes ``gammas.json`` in a run folder from its last checkpoint: the learned
-  gate ``gamma`` of every attention block of EMA-G and of D (``out = x + gamma * o``: how much the
-  attention branch is used). It is a few hundred bytes, so run folders kept in ``docs/`` (without
-  their checkpoints) still carry it; :func:`read_gammas` reads it back for ``ganzoo report``.
+* the gates themselves (``gammas.json``, written with every checkpoint) live in
+  :mod:`ganzoo.training.gammas`, beside the checkpoints they are read from.
 * :func:`attention_figure` draws, for one EMA-G sample, each attention block's attention map for a
   few query points, upsampled over the image (the paper's Figure 1); ``ganzoo attention-maps``.
 
@@ -11,7 +9,6 @@ torch and matplotlib are imported inside the functions that need them.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,86 +16,9 @@ from typing import Any
 
 from .errors import GanzooError
 
-GAMMAS_FILE = "gammas.json"
-
 
 class AttentionMapError(GanzooError):
     pass
-
-
-def gammas_of_checkpoint(ckpt: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """``{"generator": {block: gamma}, "discriminator": {...}}`` from a loaded checkpoint: EMA-G's
-    weights when it has them (else G's) and D's, every state-dict entry ending in ``gamma``."""
-    def gates(state: Any) -> dict[str, float]:
-        if not isinstance(state, dict):
-            return {}
-        return {k.removesuffix(".gamma").removesuffix("gamma") or "gamma": float(v.float().reshape(-1)[0])
-                for k, v in state.items() if k.endswith("gamma") and hasattr(v, "numel") and v.numel() >= 1}
-
-    g = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("generator")
-    return {"generator": gates(g), "discriminator": gates(ckpt.get("discriminator"))}
-
-
-def write_gammas(run_dir: str | Path, ckpt: dict[str, Any] | None = None) -> Path | None:
-    """Write ``RUN_DIR/gammas.json`` (step, checkpoint, the gates of G's and D's attention blocks) from
-    the run's last checkpoint; None (nothing written) when the run has no checkpoint. ``ckpt``: the
-    payload just saved as that checkpoint (the training loop has it in memory), instead of reading it."""
-    from .atomic import atomic_write_text
-    from .training.checkpoint import GENERATOR_KEYS, checkpoint_name, list_checkpoints, load_checkpoint
-
-    run_dir = Path(run_dir)
-    if ckpt is not None:
-        step = int(ckpt["step"])
-        name = checkpoint_name(step)
-    else:
-        ckpts = list_checkpoints(run_dir)
-        if not ckpts:
-            return None
-        step, path = ckpts[-1]
-        name = path.name
-        ckpt = load_checkpoint(path, need=GENERATOR_KEYS)
-    data = {"step": int(ckpt.get("step", step)), "checkpoint": name,
-            "weights": "ema" if ckpt.get("ema") is not None else "generator", **gammas_of_checkpoint(ckpt)}
-    out = run_dir / GAMMAS_FILE
-    try:
-        atomic_write_text(out, json.dumps(data, indent=1) + "\n")
-    except OSError as exc:
-        raise GanzooError(f"{out}: cannot write ({exc.strerror or exc})") from None
-    return out
-
-
-def read_gammas(run_dir: str | Path, write: bool = True) -> dict[str, Any] | None:
-    """The gates at the end of a run: ``gammas.json`` if the run folder has one (and it is at least as
-    new as the last checkpoint), else computed from the last checkpoint (and, with ``write``, saved as
-    ``gammas.json`` where the folder is writable), else None."""
-    from .training.checkpoint import list_checkpoints
-
-    run_dir = Path(run_dir)
-    file = run_dir / GAMMAS_FILE
-    ckpts = list_checkpoints(run_dir)
-    data = None
-    if file.is_file():
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise GanzooError(f"{file}: unreadable ({getattr(exc, 'strerror', None) or exc})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("generator"), dict):
-            raise GanzooError(f"{file}: not a gammas file (no 'generator' mapping)")
-        step = data.get("step")
-        if ckpts and (not isinstance(step, int) or step < ckpts[-1][0]):
-            data = None  # the run went on since: read the newer checkpoint
-    if data is None and ckpts:
-        if write:
-            try:
-                written = write_gammas(run_dir)
-                return json.loads(written.read_text(encoding="utf-8")) if written else None
-            except GanzooError:
-                pass  # read-only folder: compute without saving
-        from .training.checkpoint import GENERATOR_KEYS, load_checkpoint
-
-        ckpt = load_checkpoint(ckpts[-1][1], need=GENERATOR_KEYS)
-        data = {"step": ckpt.get("step"), "checkpoint": ckpts[-1][1].name, **gammas_of_checkpoint(ckpt)}
-    return data
 
 
 # ----------------------------------------------------------------------------- attention maps

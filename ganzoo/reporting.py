@@ -168,7 +168,7 @@ def run_gammas(run: Run) -> dict[str, Any] | None:
     ``gammas.json`` behind for the run folder to keep), or None."""
     import warnings
 
-    from .attention_maps import read_gammas
+    from .training.gammas import read_gammas
 
     try:
         return read_gammas(run.path)

@@ -30,6 +30,8 @@ def run_dir(tmp_path_factory):
                                          "checkpoint_every": 5, "ema": {"decay": 0.9, "start": 0}}), "tiny")
     out = tmp_path_factory.mktemp("attn") / "run"
     assert train(recipe, out, "cpu", progress=False).status == "finished"
+    # the loop wrote gammas.json with its checkpoints (before any command below reads the folder)
+    (out / "gammas.trained.json").write_bytes((out / "gammas.json").read_bytes())
     return out
 
 
@@ -97,7 +99,7 @@ def test_a_damaged_gammas_file_is_n_a_in_the_report_not_a_failure(tmp_path):
     import shutil
 
     from conftest import REPO
-    from ganzoo.attention_maps import read_gammas
+    from ganzoo.training.gammas import read_gammas
     from ganzoo.errors import GanzooError
     from ganzoo.reporting import build_report
 
@@ -130,8 +132,19 @@ def test_nested_attention_modules_are_drawn_once():
     assert [n for n, _ in attention_blocks(G)] == ["0", "2"]
 
 
+def test_training_writes_gammas_with_every_checkpoint(run_dir):
+    """The loop writes gammas.json with each checkpoint: its step is the last checkpoint's, before any
+    command reads the folder (the fixture only trained it)."""
+    from ganzoo.training.checkpoint import list_checkpoints
+    from ganzoo.training.rundir import OWN_FILES
+
+    written = json.loads((run_dir / "gammas.trained.json").read_text())
+    assert written["step"] == list_checkpoints(run_dir)[-1][0] == 10
+    assert written["generator"] and "gammas.json" in OWN_FILES  # --force may remove it
+
+
 def test_write_gammas_from_the_payload_in_memory_matches_the_file(run_dir, tmp_path):
-    from ganzoo.attention_maps import write_gammas
+    from ganzoo.training.gammas import write_gammas
     from ganzoo.training.checkpoint import list_checkpoints, load_checkpoint
 
     from_disk = json.loads(write_gammas(run_dir).read_text())

@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..attention_maps import attention_figure, write_gammas
+    from ..attention_maps import attention_figure
+    from ..training.gammas import write_gammas
     from ..training.build import resolve_device
     from ..training.export import check_output, open_generator
 

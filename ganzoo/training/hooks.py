@@ -23,6 +23,7 @@ from ..atomic import atomic_write_text
 from .checkpoint import CKPT_DIR, capture_rng, checkpoint_name, prune_checkpoints, save_checkpoint
 from .collapse import CollapseMonitor
 from .evaluation import EvaluationInterrupted
+from .gammas import write_gammas
 from .outcome import diverged
 from .sampling import fixed_noise, generate, save_grid
 from .step import STAT_NAMES
@@ -169,7 +170,9 @@ class Checkpoints:
             self.dist.check_consistent({"G": n.G, "D": n.D})  # torchrun: every rank holds the same networks
             path = self.ckpt_dir / checkpoint_name(state.step)
             if self.dist.is_main:
-                path = save_checkpoint(path, self._payload(state))
+                payload = self._payload(state)
+                path = save_checkpoint(path, payload)
+                write_gammas(self.run_dir, ckpt=payload)  # the attention gates, kept when checkpoints are not
                 keep = {state.best["step"]} if state.best else set()
                 prune_checkpoints(self.run_dir, self.recipe.train.keep_last, keep)
             state.last_ckpt, state.last_ckpt_step = path, state.step

@@ -36,7 +36,8 @@ MARKER_VERSION = 1
 
 # Everything ganzoo writes in a run folder: top-level files, and folders with the names they hold
 # (a hidden ``.NAME.*.tmp`` is a temporary file of an atomic write, see ganzoo/atomic.py)
-OWN_FILES = {RECIPE_FILE, MARKER_FILE, "metrics.jsonl", "command.txt", "ablate-done.json"}
+GAMMAS_FILE = "gammas.json"  # the attention gates at the last checkpoint (training/gammas.py)
+OWN_FILES = {RECIPE_FILE, MARKER_FILE, "metrics.jsonl", "command.txt", "ablate-done.json", GAMMAS_FILE}
 _TEMP = r"\..+\.tmp"
 OWN_DIRS = {
     "checkpoints": re.compile(rf"^(step-\d+\.pt(\.damaged)?|best\.json|{_TEMP})$"),
