@@ -154,6 +154,11 @@ class EvalConfig(Section):
     metrics: list[Block("metric")] = Field(default_factory=list, description="metrics, e.g. [fid, kid]")
     num_samples: int = Field(10000, ge=2, description="generated samples per evaluation")
     batch_size: int = Field(200, ge=1, description="batch size for generation and feature extraction")
+    standing_stats: int = Field(
+        0, ge=0, le=100000, description="batches (of batch_size) over which EMA-G's batch-norm statistics are "
+        "recomputed before each evaluation, as their exact average (BigGAN's standing statistics); 0: "
+        "evaluate with the running statistics copied from G"
+    )
     reference: Block("dataset") | None = Field(
         None, description="reference images (default: the training dataset's test split)"
     )

@@ -33,8 +33,11 @@ mkdir -p "$WORK"
 FAST_SET="--set train.cuda_graph=true --set generator.fused_resample=true --set discriminator.fused_resample=true"
 
 gpu_tests() {  # every test marked gpu (GPU_TESTS picks them): gpu_tests TIMEOUT WORKERS
-  timeout "$1" python3 -m pytest -m gpu -q -p no:cacheprovider -n "$2" ${GPU_TESTS:-tests plugins/ganzoo-example-plugin/tests} \
-    > "$WORK/gpu_tests.log" 2>&1; echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log"
+  # -v: each result is logged as it comes, so a run cut by its timeout still names its failures
+  # (on 2026-12-05 two windows ended before pytest's summary and the failures stayed unnamed)
+  timeout "$1" python3 -m pytest -m gpu -v -rf -W ignore -p no:cacheprovider -n "$2" \
+    ${GPU_TESTS:-tests plugins/ganzoo-example-plugin/tests} > "$WORK/gpu_tests.log" 2>&1
+  echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log"; grep -E "FAILED|ERROR" "$WORK/gpu_tests.log" | head -20
 }
 
 start_mps() {  # MPS daemon for runs sharing the GPU (MPS=0: off); sets mps=1 only if a CUDA matmul works under it

@@ -1,4 +1,4 @@
-"""ganzoo eval RUN_DIR|CKPT [--metrics fid kid] [--num-samples N] [--checkpoint best|last]"""
+"""ganzoo eval RUN_DIR|CKPT [--metrics fid kid] [--num-samples N] [--standing-stats B] [--checkpoint best|last]"""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inception-weights", default=None,
                    help="FID Inception .pth (default: the recipe's eval.inception_weights, else $GANZOO_INCEPTION_WEIGHTS)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the generated samples (default 0)")
+    p.add_argument("--standing-stats", type=int, default=None, metavar="BATCHES",
+                   help="recompute EMA-G's batch-norm statistics over this many batches first (default: the "
+                        "recipe's eval.standing_stats; 0: the running statistics in the checkpoint)")
     add_checkpoint_argument(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a line per value")
@@ -48,14 +51,19 @@ def main(args: argparse.Namespace) -> int:
         data["eval"]["num_samples"] = args.num_samples
     if args.inception_weights is not None:
         data["eval"]["inception_weights"] = args.inception_weights
-    recipe = validate(data, "eval (--metrics/--num-samples)")
+    if args.standing_stats is not None:
+        data["eval"]["standing_stats"] = args.standing_stats
+    recipe = validate(data, "eval (--metrics/--num-samples/--standing-stats)")
     evaluator = Evaluator(recipe, device, autocast_dtype(recipe.train.precision, device))
     results = evaluator(G, seed=args.seed)
     if args.json:
         print(json.dumps({"source": opened.source, "step": opened.step, "checkpoint": opened.why,
-                          "num_samples": recipe.eval.num_samples, **results}))
+                          "num_samples": recipe.eval.num_samples, "standing_stats": recipe.eval.standing_stats,
+                          **results}))
     else:
-        print(f"# {opened.describe()}, {recipe.eval.num_samples} samples")
+        standing = recipe.eval.standing_stats
+        print(f"# {opened.describe()}, {recipe.eval.num_samples} samples"
+              + (f", standing statistics over {standing} batches" if standing else ""))
         for k, v in results.items():
             print(f"{k} {v:.6g}")
     return 0

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import GanzooError
 from ..recipe import Recipe
-from .sampling import make_generate_fn
+from .sampling import make_generate_fn, with_standing_statistics
 
 CPU_NOTICE_SECONDS = 60.0  # an evaluation on the CPU expected to take longer than this is announced
 
@@ -93,6 +93,8 @@ class Evaluator:
 
             self.reference = build_reference(self.recipe)
         ec = self.recipe.eval
+        generator = with_standing_statistics(generator, ec.standing_stats, ec.batch_size, self.recipe.num_classes,
+                                             seed, self.autocast)
         generate_fn = make_generate_fn(
             generator, int(generator.z_dim), self.recipe.num_classes, seed, ec.batch_size, self.autocast
         )

@@ -1,7 +1,9 @@
-"""Sampling from a generator: fixed noise for progress grids, uint8 conversion, PNG grids."""
+"""Sampling from a generator: fixed noise for progress grids, uint8 conversion, PNG grids, and
+standing batch-norm statistics for evaluation."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import math
 from pathlib import Path
@@ -15,6 +17,7 @@ from ..atomic import atomic_write_bytes
 GRID_COLUMNS = 8
 MAX_CLASS_ROWS = 16
 NOISE_SEED_OFFSET = 0x5A3D1E  # the fixed grid noise never shares a stream with training
+STANDING_SEED_OFFSET = 0x57A4D  # nor does the noise of standing statistics
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -107,3 +110,43 @@ def grid_png(images: torch.Tensor, columns: int, padding: int = 2) -> bytes:
 def save_grid(path: str | Path, images: torch.Tensor, columns: int) -> Path:
     """Write a PNG grid atomically."""
     return atomic_write_bytes(path, grid_png(images, columns))
+
+
+def batch_norms(module: nn.Module) -> list[nn.Module]:
+    """The batch-norm layers of ``module`` that keep running statistics."""
+    return [m for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def with_standing_statistics(generator: nn.Module, batches: int, batch_size: int, num_classes: int, seed: int,
+                             autocast_dtype: torch.dtype | None = None) -> nn.Module:
+    """A copy of ``generator`` (eval mode) whose batch-norm running statistics are the exact average
+    batch statistics of ``batches`` batches of ``batch_size`` samples from its own seeded noise
+    (BigGAN's "standing statistics"; ``eval.standing_stats``). The reason: EMA-G averages G's weights
+    but copies G's running statistics (training/ema.py), so in eval mode it normalises with
+    statistics of other weights than its own; these are its own. Only the batch norms run in train
+    mode (momentum None: a cumulative average); spectral norm and everything else stay in eval mode,
+    and ``generator`` itself is not changed. ``batches <= 0``, or no batch norm: ``generator`` itself.
+    """
+    if batches <= 0 or not batch_norms(generator):
+        return generator
+    G = copy.deepcopy(generator).eval()
+    norms = batch_norms(G)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    device = next(G.parameters()).device
+    g = torch.Generator().manual_seed(int(seed) + STANDING_SEED_OFFSET)
+    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    for _ in range(batches):
+        z = torch.randn(batch_size, int(G.z_dim), generator=g).to(device)
+        y = torch.randint(0, num_classes, (batch_size,), generator=g).to(device) if num_classes > 0 else None
+        with amp:
+            G(z, y)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+        m.eval()
+    return G
