@@ -61,7 +61,7 @@ def test_recipe_reference_is_up_to_date():
                               for s in (0, 1)], "ablations/runs/NOTES.md",
      "Where should attention go? SAGAN ablation on CIFAR-10", True, "| 5600 | 31.29 ± 4.90 |"),
     # the collapse diagnosis and the recipe that replaced it (issue 16): runs grouped by folder name
-    ("quality/collapse.md", [f"quality/runs/{r}" for r in ("fast-s0", "graph-s0", "cand-s0", "cand-s1")],
+    ("quality/collapse.md", [f"quality/runs/{r}" for r in ("fast-s0", "graph-s0", "cand-s0", "cand-s1", "sagan10-s0")],
      "quality/runs/NOTES.md", "Why SAGAN collapsed on CIFAR-10, and the recipe that replaced it", False,
      "| 40000 | 202.59 | 32.02 |"),
 ])
