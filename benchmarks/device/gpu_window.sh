@@ -40,6 +40,17 @@ gpu_tests() {  # every test marked gpu (GPU_TESTS picks them): gpu_tests TIMEOUT
   echo "gpu tests exit $?" | tee -a "$WORK/gpu_tests.log"; grep -E "FAILED|ERROR" "$WORK/gpu_tests.log" | head -20
 }
 
+standing_evals() {  # a run folder's best and last checkpoints, evaluated (10k samples, FID/KID, noise seed 0)
+                    # with the running statistics and with standing statistics over 50 batches of 200
+  for ck in best last; do
+    for b in 0 50; do
+      timeout 120 python3 -m ganzoo eval "$1" --checkpoint "$ck" --standing-stats "$b" --device cuda --json \
+        >> "$1.standing.jsonl" 2>> "$1.standing.log"
+    done
+  done
+  cat "$1.standing.jsonl"
+}
+
 start_mps() {  # MPS daemon for runs sharing the GPU (MPS=0: off); sets mps=1 only if a CUDA matmul works under it
   mps=0
   if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
@@ -98,7 +109,7 @@ start)  # the jobs phase in the background, from a snapshot of the tree: the nex
   rm -rf /root/snap && cp -a "$PWD" /root/snap && mkdir -p /root/shared && cp -a ../shared/. /root/shared/
   rm -f "$WORK/finished.txt"
   (cd /root/snap && setsid nohup bash benchmarks/device/gpu_window.sh jobs >> "$WORK/jobs.log" 2>&1 < /dev/null &) ;;
-jobs)  # JOBS (default "bench stepeq ablate", in this order, one at a time on the GPU; also: quality sagan10 ddp concur
+jobs)  # JOBS (default "bench stepeq ablate", in this order, one at a time on the GPU; also: quality sagan10 long ddp concur
        # gputests fidcheck)
   export PYTHONPATH=/tmp/site:$PWD
   date -u +%FT%TZ > "$WORK/started.txt"
@@ -207,7 +218,7 @@ PY
       wait
       grep -h '"eval/fid"' "$WORK"/quality/*/metrics.jsonl | head -30 ;;
     sagan10)  # issue 16's target: recipes/sagan.yaml with the fastest settings for 10 minutes of wall time, alone
-              # on the GPU, one seed after the other (SEEDS, default 0 1). The clock starts with the process
+              # on the GPU, one seed after the other (SEEDS, default 0 1); after each, standing_evals. The clock starts with the process
               # (compilation included): training stops 9.5 minutes after t_start, which is a few seconds after
               # the process starts (start.txt / end.txt record both ends); FID/KID with 10k EMA samples every
               # 10k steps (about 15 s each, inside the 10 minutes) and at the end.
@@ -220,7 +231,19 @@ PY
           --set train.d_concat=true --set train.channels_last=true --set generator.fused_resample=true \
           --set discriminator.fused_resample=true > "$WORK/runs/sagan10-s$seed.log" 2>&1
         date -u +%FT%T.%NZ > "$WORK/runs/sagan10-s$seed.end.txt"
+        standing_evals "$WORK/runs/sagan10-s$seed"
       done ;;
+    long)  # issue 16's long run: recipes/sagan.yaml with the fastest settings, seed LONG_SEED (default 0), to
+           # 100k G steps (the recipe's), FID/KID every 10k; capped at LONG_MINUTES (default 24) so that it
+           # ends, final evaluation included, inside one window (checkpoints do not outlive the machine)
+      mkdir -p "$WORK/runs"; seed=${LONG_SEED:-0}
+      date -u +%FT%T.%NZ > "$WORK/runs/long-s$seed.start.txt"
+      python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/runs" --name "long-s$seed" --device cuda \
+        --set seed="$seed" --set train.time_limit_minutes="${LONG_MINUTES:-24}" --set eval.every=10000 \
+        --set train.sample_every=10000 --set train.checkpoint_every=10000 --set train.cuda_graph=true \
+        --set train.compile=true --set train.d_concat=true --set train.channels_last=true \
+        --set generator.fused_resample=true --set discriminator.fused_resample=true > "$WORK/runs/long-s$seed.log" 2>&1
+      date -u +%FT%T.%NZ > "$WORK/runs/long-s$seed.end.txt" ;;
     ddp)  # issue 9: torchrun --nproc_per_node=1 against a plain run (and a second plain run as the control),
           # fp32 without TF32, deterministic kernels, for a tight comparison
       CONTROL=1 FP32=1 OUT="$WORK/ddp" PYTHON=python3 timeout 400 bash benchmarks/ddp_check.sh recipes/sagan.yaml 200 1 \
@@ -274,7 +297,8 @@ wait)
   limit=${2:-540}; t0=$(date +%s)
   while [ ! -f "$WORK/finished.txt" ] && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep 15; done
   cat "$WORK/jobs.log"; cat "$WORK/ablate_budget.txt" 2>/dev/null; tail -12 "$WORK/train_step.log" 2>/dev/null
-  tail -4 "$WORK/equivalence.log" 2>/dev/null; tail -2 "$WORK/sagan10.log" 2>/dev/null
+  tail -4 "$WORK/equivalence.log" 2>/dev/null; tail -n 2 "$WORK"/runs/*.log 2>/dev/null
+  grep -h '"eval/fid"' "$WORK"/runs/*/metrics.jsonl 2>/dev/null | cut -c1-160; cat "$WORK"/runs/*.standing.jsonl 2>/dev/null
   tail -3 "$WORK/equivalence-compile.log" "$WORK/gpu_tests.log" 2>/dev/null; tail -n 2 "$WORK"/fidcheck/*.log 2>/dev/null
   tail -5 "$WORK/ablate.log" 2>/dev/null; cat "$WORK/concur/summary.txt" 2>/dev/null;
   for f in "$WORK"/quality/*/metrics.jsonl; do [ -f "$f" ] && { echo "$f"; grep '"eval/fid"' "$f" | cut -c1-200; tail -1 "$f" | cut -c1-300; }; done
