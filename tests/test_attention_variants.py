@@ -259,3 +259,30 @@ def test_each_block_fills_the_slot_of_g_and_d_with_r1s_double_backward(name):
     block = next(m for m in D.modules() if isinstance(m, ATTENTION.get(name).obj))
     grads = [p.grad for p in block.parameters()]  # R1 reaches the block's parameters, finitely
     assert grads and all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+
+
+def test_attention_variants_study_recipes():
+    """recipes/ablations/attention-variants/ (issue 20's "which attention block?" study): exactly the
+    issue's seven blocks, each recipes/sagan.yaml with only the attention block (and the name) changed,
+    the block after the 16x16 feature maps of G and D."""
+    from conftest import REPO
+    from ganzoo.recipe import load_recipe
+    from ganzoo.training.build import build_discriminator, build_generator
+
+    folder = REPO / "recipes" / "ablations" / "attention-variants"
+    wanted = {"sagan", "mhsa", "non_local", "efficient", "global_context", "squeeze_excitation", "none"}
+    assert {p.stem for p in folder.glob("*.yaml")} == wanted
+    base = load_recipe(REPO / "recipes" / "sagan.yaml").model_dump(mode="json")
+    for name in sorted(wanted):
+        recipe = load_recipe(folder / f"{name}.yaml")
+        data = recipe.model_dump(mode="json")
+        assert data["name"] == f"attn-{name}"
+        for net in ("generator", "discriminator"):
+            assert data[net]["attention"]["type"] == name
+            assert data[net]["attention_resolutions"] == [16] and data[net]["slot"] == "attention"
+            data[net]["attention"] = base[net]["attention"]
+        data["name"], data["description"] = base["name"], base["description"]
+        assert data == base, f"{name}.yaml differs from recipes/sagan.yaml beyond the attention block"
+        cls = ATTENTION.get(name).obj
+        for net in (build_generator(recipe), build_discriminator(recipe)):
+            assert sum(isinstance(m, cls) for m in net.modules()) == 1, name
