@@ -220,13 +220,18 @@ REGISTRIES: dict[str, Registry] = {
 }
 
 
+def block_flag(kind: str, spec: Any, name: str) -> Any:
+    """Capability flag ``name`` (``ganzoo/contracts.py``) of a block of ``kind``: ``spec`` is an
+    instance, the registered class, a config (``recipe.loss``) or a name. The trainer and the recipe's
+    rules ask this instead of testing block names."""
+    if isinstance(spec, (str, BlockConfig)):
+        spec = registry(kind).get(spec if isinstance(spec, str) else spec.type).obj
+    return flag(kind, spec, name)
+
+
 def regularizer_active(spec: Any) -> bool:
-    """Whether a regularizer adds a penalty (its ``active`` flag, ``ganzoo/contracts.py``): ``spec`` is an
-    instance, the registered class, a config (``recipe.regularizer``) or a name. The trainer and the
-    recipe's rules ask this instead of testing the name ``none``."""
-    if isinstance(spec, str) or (not callable(getattr(spec, "penalty", None)) and hasattr(spec, "type")):
-        spec = REGULARIZER.get(spec if isinstance(spec, str) else spec.type).obj
-    return bool(flag("regularizer", spec, "active"))
+    """Whether a regularizer adds a penalty (its ``active`` flag): ``spec`` as for :func:`block_flag`."""
+    return bool(block_flag("regularizer", spec, "active"))
 
 
 def registry(kind: str) -> Registry:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from pydantic import ValidationError
+from ganzoo.contracts import flag
 from ganzoo.registry import LOSS, REGULARIZER
 
 
@@ -43,12 +44,75 @@ def test_loss_matches_plain_float64_formula(name):
     d = loss.d_loss(real, fake)
     assert d.dtype == torch.float32 and d.dim() == 0
     assert d.item() == pytest.approx(_mean(d_real, real) + _mean(d_fake, fake), rel=1e-5, abs=1e-5)
-    assert loss.g_loss(fake).item() == pytest.approx(_mean(g, fake), rel=1e-5, abs=1e-5)
+    assert flag("loss", loss, "g_needs_real") is False  # G's update never runs D on reals for it
+    assert loss.g_loss(None, fake).item() == pytest.approx(_mean(g, fake), rel=1e-5, abs=1e-5)
+
+
+def _softplus(x: float) -> float:
+    return math.log1p(math.exp(-abs(x))) + max(x, 0.0)
+
+
+# Relativistic average losses (Jolicoeur-Martineau 2019), written from the paper's reference code:
+# per-element terms of r~ = r - mean(f) and f~ = f - mean(r); D and G halve the sum of the two means.
+RELATIVISTIC = {
+    "relativistic_hinge": ((lambda r: max(0.0, 1 - r), lambda f: max(0.0, 1 + f)),
+                           (lambda r: max(0.0, 1 + r), lambda f: max(0.0, 1 - f))),
+    "relativistic_non_saturating": ((lambda r: _softplus(-r), lambda f: _softplus(f)),  # -log sig(r~), -log(1-sig(f~))
+                                    (lambda r: _softplus(r), lambda f: _softplus(-f))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELATIVISTIC))
+def test_relativistic_loss_matches_plain_float64_formula(name):
+    real, fake = _logits(n=48, seed=2)
+    real = real[:40]  # the two halves may differ in size: means are per side
+    loss = LOSS.build(name)
+    assert loss.g_needs_real is True
+    mean_r, mean_f = real.double().mean().item(), fake.double().mean().item()
+    rel_r, rel_f = real.double() - mean_f, fake.double() - mean_r
+    (d_r, d_f), (g_r, g_f) = RELATIVISTIC[name]
+    d = loss.d_loss(real, fake)
+    g = loss.g_loss(real, fake)
+    assert d.dtype == g.dtype == torch.float32 and d.dim() == g.dim() == 0
+    assert d.item() == pytest.approx(0.5 * (_mean(d_r, rel_r) + _mean(d_f, rel_f)), rel=1e-5, abs=1e-5)
+    assert g.item() == pytest.approx(0.5 * (_mean(g_r, rel_r) + _mean(g_f, rel_f)), rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(RELATIVISTIC))
+def test_relativistic_g_loss_gradient_reaches_fakes_only_through_the_given_reals(name):
+    # the trainer passes real logits without autograd: G's gradient is the fake logits' alone, and it
+    # is the same as when the reals are differentiable leaves (their own gradient is simply unused)
+    real, fake = _logits(n=16, seed=3)
+    loss = LOSS.build(name)
+    f1 = fake.clone().requires_grad_(True)
+    (g1,) = torch.autograd.grad(loss.g_loss(real, f1), f1)
+    f2, r2 = fake.clone().requires_grad_(True), real.clone().requires_grad_(True)
+    g2, _ = torch.autograd.grad(loss.g_loss(r2, f2), (f2, r2))
+    assert torch.equal(g1, g2) and float(g1.abs().sum()) > 0
+    with pytest.raises(TypeError, match=f"{name}.g_loss needs the real logits .* got None"):
+        loss.g_loss(None, fake)
+
+
+def test_relativistic_losses_compare_with_the_other_sides_mean():
+    # shifting every logit by the same amount changes nothing: only real - mean(fake) and fake - mean(real) count
+    real, fake = _logits(n=12, seed=4)
+    for name in RELATIVISTIC:
+        loss = LOSS.build(name)
+        for fn in (loss.d_loss, loss.g_loss):
+            assert fn(real + 5.0, fake + 5.0).item() == pytest.approx(fn(real, fake).item(), rel=1e-5, abs=1e-6)
+
+
+def test_relativistic_hinge_margin_is_configurable():
+    loss = LOSS.build({"type": "relativistic_hinge", "margin": 2.0})
+    # r~ = 3 - 0 = 3, f~ = 0 - 3 = -3: both margins of 2 met
+    assert loss.d_loss(torch.tensor([3.0]), torch.tensor([0.0])).item() == 0.0
+    # G: relu(2 + 3) + relu(2 + 3), halved
+    assert loss.g_loss(torch.tensor([3.0]), torch.tensor([0.0])).item() == pytest.approx(5.0)
 
 
 def test_every_builtin_loss_has_a_formula_test():
     builtins = {e.name for e in LOSS.list() if e.source == "builtin"}
-    assert builtins == set(PLAIN)
+    assert builtins == set(PLAIN) | set(RELATIVISTIC)
 
 
 @pytest.mark.parametrize("name", ["non_saturating", "minimax"])
@@ -56,7 +120,7 @@ def test_softplus_forms_are_stable_for_huge_logits(name):
     loss = LOSS.build(name)
     big = torch.tensor([200.0, -200.0, 1e4, -1e4], requires_grad=True)
     d = loss.d_loss(big, big)
-    g = loss.g_loss(big)
+    g = loss.g_loss(None, big)
     # exact values: softplus(-x) + softplus(x) = |x| + 2 log(1 + e^-|x|) ~ |x|
     assert d.item() == pytest.approx(big.detach().abs().mean().item(), rel=1e-6)
     assert torch.isfinite(g)
@@ -84,7 +148,7 @@ def test_hinge_margin_is_configurable():
 def test_least_squares_targets_are_configurable():
     loss = LOSS.build({"type": "least_squares", "fake_target": -1.0, "real_target": 1.0, "gen_target": 0.0})
     assert loss.d_loss(torch.tensor([1.0]), torch.tensor([-1.0])).item() == 0.0
-    assert loss.g_loss(torch.tensor([2.0])).item() == pytest.approx(2.0)
+    assert loss.g_loss(None, torch.tensor([2.0])).item() == pytest.approx(2.0)
 
 
 def test_losses_compute_in_fp32_under_bf16_autocast():
@@ -93,7 +157,7 @@ def test_losses_compute_in_fp32_under_bf16_autocast():
         loss = LOSS.build(entry.name)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             d = loss.d_loss(real.bfloat16(), fake.bfloat16())
-            g = loss.g_loss(fake.bfloat16())
+            g = loss.g_loss(real.bfloat16(), fake.bfloat16())
         assert d.dtype == g.dtype == torch.float32, entry.name
         expect = loss.d_loss(real.bfloat16().float(), fake.bfloat16().float())
         assert d.item() == pytest.approx(expect.item(), rel=1e-6), entry.name
@@ -101,7 +165,7 @@ def test_losses_compute_in_fp32_under_bf16_autocast():
 
 def test_empty_logits_are_a_clear_error():
     with pytest.raises(ValueError, match="logits are empty"):
-        LOSS.build("hinge").g_loss(torch.zeros(0))
+        LOSS.build("hinge").g_loss(None, torch.zeros(0))
 
 
 # ----------------------------------------------------------------------------- regularizers
