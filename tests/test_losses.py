@@ -292,12 +292,129 @@ def test_no_regularizer_is_zero():
     assert p.item() == 0.0 and p.dim() == 0
 
 
+# ----------------------------------------------------------------------------- LeCam
+def _never_called(x, y=None):
+    raise AssertionError("D must not run: the penalty was handed D's logits")
+
+
+def _lecam_plain(r, f, ema_r, ema_f, weight, one_sided=True):
+    """weight * (mean relu(r - ema_f)^2 + mean relu(ema_r - f)^2), element by element in float64."""
+    act = (lambda v: max(v, 0.0)) if one_sided else (lambda v: v)
+    above = sum(act(float(v) - ema_f) ** 2 for v in r.double()) / len(r)
+    below = sum(act(ema_r - float(v)) ** 2 for v in f.double()) / len(f)
+    return weight * (above + below)
+
+
+@pytest.mark.parametrize("one_sided", [True, False])
+def test_lecam_matches_its_formula_with_zero_debiased_moving_averages(one_sided):
+    reg = REGULARIZER.build({"type": "lecam", "weight": 0.3, "decay": 0.9, "one_sided": one_sided})
+    assert (reg.uses_logits, reg.stateful, reg.graph_safe, reg.runs_d, reg.needs_real_grad) == (True, True, True, False, False)
+    batches = [_logits(n=6, seed=s) for s in (5, 6, 7)]
+    biased_r = biased_f = 0.0
+    for t, (r, f) in enumerate(batches, start=1):
+        # each call first folds this batch's means in: a moving average started at 0, divided by 1 - d^t
+        biased_r = 0.9 * biased_r + 0.1 * r.double().mean().item()
+        biased_f = 0.9 * biased_f + 0.1 * f.double().mean().item()
+        ema_r, ema_f = biased_r / (1 - 0.9**t), biased_f / (1 - 0.9**t)
+        p = reg.penalty(_never_called, None, None, None, real_logits=r, fake_logits=f)
+        assert p.dtype == torch.float32 and p.dim() == 0
+        assert p.item() == pytest.approx(_lecam_plain(r, f, ema_r, ema_f, 0.3, one_sided), rel=1e-5, abs=1e-6)
+        if t == 1:  # the first average is the batch's own mean
+            assert reg.ema_real.item() / (1 - 0.9) == pytest.approx(r.double().mean().item(), rel=1e-5)
+
+
+def test_lecam_anchors_pull_reals_down_and_fakes_up_and_reach_d():
+    reg = REGULARIZER.build("lecam")
+    D = LinearCritic(SHAPE, scale=0.3)
+    real, fake = _batch(n=8)
+    p = reg.penalty(D, real, fake, None)  # computes D's logits itself without them
+    assert len(D.seen) == 2 and p.item() > 0
+    r = D(real).detach().requires_grad_(True)
+    f = D(fake).detach().requires_grad_(True)
+    fresh = REGULARIZER.build("lecam")
+    gr, gf = torch.autograd.grad(fresh.penalty(None, real, fake, None, real_logits=r, fake_logits=f), (r, f))
+    assert (gr >= 0).all() and (gf <= 0).all()  # lowering real outputs / raising fake outputs lowers it
+    p.backward()
+    assert D.w.grad is not None and float(D.w.grad.abs().sum()) > 0
+
+
+def test_lecam_state_round_trips_and_holds_the_averages():
+    reg = REGULARIZER.build("lecam")
+    for seed in (1, 2):
+        r, f = _logits(n=4, seed=seed)
+        reg.penalty(None, None, None, None, real_logits=r, fake_logits=f)
+    state = reg.state_dict()
+    assert set(state) == {"ema_real", "ema_fake", "decay_power"}
+    assert all(v.dtype == torch.float32 and v.dim() == 0 for v in state.values())
+    assert state["decay_power"].item() == pytest.approx(0.99**2)
+    other = REGULARIZER.build("lecam")
+    other.load_state_dict(state)
+    r, f = _logits(n=4, seed=3)
+    assert torch.equal(reg.penalty(None, None, None, None, real_logits=r, fake_logits=f),
+                       other.penalty(None, None, None, None, real_logits=r, fake_logits=f))
+
+
+# ----------------------------------------------------------------------------- bCR
+def test_bcr_with_an_always_flip_on_a_linear_critic_is_analytic():
+    # D(x) = w.x + b, T = mirror: D(x) - D(T(x)) = (w - mirror(w)).x per image
+    reg = REGULARIZER.build({"type": "bcr", "weight_real": 3.0, "weight_fake": 0.5, "transforms": [{"type": "flip", "p": 1.0}]})
+    assert (reg.uses_logits, reg.runs_d, reg.graph_safe, reg.needs_real_grad) == (True, True, True, False)
+    D = LinearCritic(SHAPE, scale=0.4)
+    real, fake = _batch(n=5)
+    diff_w = (D.w - D.w.flip(-1)).detach().double()
+    per_real = (real.double() * diff_w).flatten(1).sum(1)
+    per_fake = (fake.double() * diff_w).flatten(1).sum(1)
+    expect = 3.0 * per_real.square().mean().item() + 0.5 * per_fake.square().mean().item()
+    p = reg.penalty(D, real, fake, None)
+    assert p.item() == pytest.approx(expect, rel=1e-4)
+    assert [len(x) for x in D.seen] == [20]  # D(x), D(G(z)), D(T(x)), D(T(G(z))): one forward
+    D.seen.clear()
+    r, f = D(real), D(fake)
+    D.seen.clear()
+    given = reg.penalty(D, real, fake, None, real_logits=r, fake_logits=f)
+    assert given.item() == pytest.approx(expect, rel=1e-4)
+    assert [len(x) for x in D.seen] == [10]  # handed D's logits: only T(x), T(G(z))
+    given.backward()  # through both outputs: D(x) and D(T(x)) (no stop-gradient)
+    torch.testing.assert_close(D.w.grad.double(), _bcr_grad(real, fake, diff_w, 3.0, 0.5), rtol=1e-4, atol=1e-6)
+
+
+def _bcr_grad(real, fake, diff_w, wr, wf):
+    """d/dw of wr mean((w - flip w).x)^2 + wf (same for fakes): 2 w_ mean(c_i (x_i - flip x_i))."""
+    out = torch.zeros_like(diff_w)
+    for weight, xs in ((wr, real.double()), (wf, fake.double())):
+        c = (xs * diff_w).flatten(1).sum(1)
+        out += weight * 2 * (c.view(-1, 1, 1, 1) * (xs - xs.flip(-1))).mean(0)
+    return out
+
+
+def test_bcr_is_zero_for_an_identity_transform_and_passes_labels_four_times():
+    seen = []
+
+    def D(x, y):
+        seen.append(y)
+        return x.flatten(1).sum(1)
+
+    reg = REGULARIZER.build({"type": "bcr", "transforms": [{"type": "translation", "ratio": 0.0}]})
+    real, fake = _batch(n=3)
+    y = torch.tensor([0, 2, 1])
+    assert reg.penalty(D, real, fake, y).item() == 0.0
+    assert torch.equal(seen[0], torch.cat([y, y, y, y]))
+    default = REGULARIZER.build("bcr")
+    assert [t.type for t in default.cfg.transforms] == ["flip", "translation"]
+    assert default.cfg.weight_real == default.cfg.weight_fake == 10.0
+
+
 def test_gradient_penalty_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="same shape"):
         REGULARIZER.build("gradient_penalty").penalty(LinearCritic(SHAPE), *_batch(n=2)[:1], torch.zeros(3, *SHAPE), None)
 
 
 @pytest.mark.parametrize("spec,msg", [
+    ({"type": "lecam", "decay": 1.0}, "decay"),
+    ({"type": "lecam", "weight": -0.1}, "weight"),
+    ({"type": "bcr", "transforms": []}, "transforms"),
+    ({"type": "bcr", "transforms": ["flp"]}, "did you mean 'flip'"),
+    ({"type": "relativistic_hinge", "margin": 0}, "margin"),
     ({"type": "r1", "gamma": -1}, "gamma"),
     ({"type": "gradient_penalty", "weight": -2}, "weight"),
     ({"type": "hinge", "margin": 0}, "margin"),
