@@ -14,7 +14,10 @@ block missing a required method is refused when it registers, with one line such
 contract``; a plugin refused so is skipped with one ``PluginWarning`` (see :mod:`ganzoo.plugins`).
 What registration can see is the class: methods must exist (and not be a base class's placeholder
 marked ``__isabstractmethod__``, such as :class:`ganzoo.augment._common.Augment`'s), flags must have
-the documented type. What only a built block shows (shapes, maths, batch independence, loss
+the documented type, and a kind's signature rules must hold (a loss's ``g_loss`` takes
+``(real_logits, fake_logits)``: the one-argument ``g_loss(fake_logits)`` of the contract before
+issue 20 is refused with one line naming the new signature; a ``uses_logits`` regularizer's
+``penalty`` takes the ``real_logits``/``fake_logits`` keywords). What only a built block shows (shapes, maths, batch independence, loss
 direction) is verified by the property checks of :mod:`ganzoo.testing`, run by ``ganzoo check``.
 
 The Protocols are not ``runtime_checkable``: ``isinstance`` would demand every flag on every

@@ -3,8 +3,11 @@ device and the number of processes, with one clear error per conflict.
 
 Everything below (:mod:`.build`, :mod:`.step`, :mod:`.graph`, :mod:`.distributed`) reads the plan's
 flags instead of re-deciding from the recipe. The recipe's own validator (``ganzoo/recipe.py``)
-already refuses a regularizer with ``train.cuda_graph``; the plan checks it again, so a recipe built
-without validation fails here with the same rule.
+already refuses a regularizer that is not ``graph_safe`` with ``train.cuda_graph``; the plan checks it
+again, so a recipe built without validation fails here with the same rule. The loss's and the
+regularizer's capability flags (``ganzoo/contracts.py``) decide the rest: whether G's update runs D on
+reals (``g_needs_real``), whether the penalty gets the loss's logits (``uses_logits``), whether a
+compiled D stays eager (``runs_d``), and that a ``stateful`` regularizer runs in one process.
 """
 from __future__ import annotations
 
