@@ -39,8 +39,8 @@ from torch import nn
 
 from ..augment._common import AugmentChain
 from ..recipe import Recipe
-from ..registry import LOSS, REGULARIZER
-from .build import Networks, build_networks, configure_backends
+from ..registry import LOSS
+from .build import Networks, build_networks, build_regularizer, configure_backends
 from .distributed import Parallel, no_sync, single
 from .ema import ema_decay, update_ema
 from .graph import GRAPH_WARMUP, CudaGraphRunner
@@ -64,7 +64,8 @@ class TrainStep:
         self.device = next(nets.G.parameters()).device
         self.amp = plan.amp
         self.loss = LOSS.build(recipe.loss)
-        self.reg = nets.regularizer if nets.regularizer is not None else REGULARIZER.build(recipe.regularizer)
+        # built with the networks (a stateful one carries training state: on the device, checkpointed)
+        self.reg = nets.regularizer if nets.regularizer is not None else build_regularizer(recipe, self.device)
         self.use_reg = plan.penalty
         self.aug = AugmentChain(recipe.augment).to(self.device)  # every image D sees (identity when empty)
         self.z_dim = int(nets.G.z_dim)
@@ -168,7 +169,8 @@ class TrainStep:
 
     def g_backward(self, inputs: Callable[[int], GInputs] | None = None) -> torch.Tensor:
         """Gradients of one G update in ``G``'s ``.grad`` (D frozen); returns the summed G loss.
-        ``inputs(i)`` gives micro-batch ``i``'s ``(z, y)`` (default: drawn, :meth:`draw_g_inputs`)."""
+        ``inputs(i)`` gives micro-batch ``i``'s ``(z, y, real, y_real)`` (default: drawn,
+        :meth:`draw_g_inputs`; ``real`` is None unless the loss reads real logits)."""
         tc, G, D = self.tc, self.G, self.D
         inputs = inputs or (lambda i: self.draw_g_inputs())
         G.requires_grad_(True)
