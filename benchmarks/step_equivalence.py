@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from ganzoo.recipe import load_recipe  # noqa: E402
 from ganzoo.training.data import DataSampler  # noqa: E402
 from ganzoo.training.build import resolve_device  # noqa: E402
+from ganzoo.training.checkpoint import load_regularizer_state, regularizer_state  # noqa: E402
 from ganzoo.training.step import build_train_step  # noqa: E402
 
 # augment=[]: the augmentations draw their random parameters on the device, and the paths compared here
@@ -88,6 +89,7 @@ def _take_state(dst, src, training: bool = False) -> None:
     dst.D.load_state_dict(src.D.state_dict())
     if src.G_ema is not None and dst.G_ema is not None:
         dst.G_ema.load_state_dict(src.G_ema.state_dict())
+    load_regularizer_state(dst.reg, regularizer_state(src.reg))  # a stateful one's (LeCam's averages)
     if training:
         # deep copies: Optimizer.load_state_dict keeps the given moment tensors when their dtype and
         # device already fit, and the two optimizers would then update the same tensors

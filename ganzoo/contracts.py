@@ -14,7 +14,10 @@ block missing a required method is refused when it registers, with one line such
 contract``; a plugin refused so is skipped with one ``PluginWarning`` (see :mod:`ganzoo.plugins`).
 What registration can see is the class: methods must exist (and not be a base class's placeholder
 marked ``__isabstractmethod__``, such as :class:`ganzoo.augment._common.Augment`'s), flags must have
-the documented type. What only a built block shows (shapes, maths, batch independence, loss
+the documented type, and a kind's signature rules must hold (a loss's ``g_loss`` takes
+``(real_logits, fake_logits)``: the one-argument ``g_loss(fake_logits)`` of the contract before
+issue 20 is refused with one line naming the new signature; a ``uses_logits`` regularizer's
+``penalty`` takes the ``real_logits``/``fake_logits`` keywords). What only a built block shows (shapes, maths, batch independence, loss
 direction) is verified by the property checks of :mod:`ganzoo.testing`, run by ``ganzoo check``.
 
 The Protocols are not ``runtime_checkable``: ``isinstance`` would demand every flag on every
@@ -25,6 +28,7 @@ docs/plugins.md states every contract in prose, with what ``ganzoo check`` verif
 """
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional, Protocol, Sequence
@@ -123,29 +127,61 @@ class LossBlock(Protocol):
     """``loss``: built as ``cls(cfg)``; both losses are float32 scalars (means over all elements,
     computed in float32 outside autocast), minimised by D and by G respectively.
 
+    Both take ``(real_logits, fake_logits)`` in that order. In ``g_loss`` the real logits are
+    constants for G (computed without autograd, D on the same augmented real images D's update
+    sees) and are ``None`` unless the loss sets ``g_needs_real`` (relativistic losses): the trainer
+    runs D on real images during G's update only for such a loss. A ``g_loss(fake_logits)`` of the
+    one-argument contract before it is refused at registration (see :func:`contract_problem`).
+
     Direction: D's loss falls as real logits rise and as fake logits fall (where D is wrong); G's
     loss falls as fake logits rise (where G is losing), with a gradient that is not all zero.
     """
 
+    #: ``g_loss`` reads the real logits (relativistic losses): G's update also runs D, without
+    #: autograd, on a batch of augmented real images; otherwise ``g_loss`` gets ``real_logits=None``
+    g_needs_real: ClassVar[bool] = False
+
     def __init__(self, cfg: BlockConfig) -> None: ...
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor: ...
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor: ...
+    def g_loss(self, real_logits: Optional[torch.Tensor], fake_logits: torch.Tensor) -> torch.Tensor: ...
 
 
 class RegularizerBlock(Protocol):
     """``regularizer``: built as ``cls(cfg)``; ``penalty(D, real, fake, y)`` is a non-negative float32
     scalar, its weight included, added to D's loss; differentiable (reaching D's parameters) when
-    positive. ``y`` is passed to ``D`` unchanged."""
+    positive. ``y`` is passed to ``D`` unchanged.
+
+    A regularizer that ``uses_logits`` takes two more keywords, ``penalty(D, real, fake, y, *,
+    real_logits=None, fake_logits=None)``: the trainer passes the images D's loss saw (after the
+    recipe's ``augment``) and D's float32 logits on them, still attached to D's graph, and calls it
+    inside the networks' autocast; called without them (the property checks) it computes them as
+    ``D(real, y)`` and ``D(fake, y)``. A ``stateful`` regularizer (LeCam's moving averages) keeps
+    its state in tensors: the trainer moves it with ``to(device)``, saves ``state_dict()`` in every
+    checkpoint and calls ``load_state_dict()`` on resume (``nn.Module`` buffers give all three).
+    """
 
     #: the penalty differentiates D with respect to the real images (R1): the loop must call it with
     #: autograd on, and not on a compiled D without double backward. Required, no default.
     needs_real_grad: ClassVar[bool]
     #: False: the penalty is always 0 and the trainer skips calling it (regularizer ``none``)
     active: ClassVar[bool] = True
+    #: the trainer passes the logits D's loss was computed from (keywords ``real_logits``,
+    #: ``fake_logits``) with the images D saw; ``penalty`` must accept both keywords
+    uses_logits: ClassVar[bool] = False
+    #: the penalty runs D itself when the trainer calls it (a forward, or a double backward, beside
+    #: the loss's): ``train.compile`` then leaves D eager
+    runs_d: ClassVar[bool] = True
+    #: the penalty can be captured in a CUDA graph (``train.cuda_graph``): no double backward, no
+    #: host reads, state updated in place; otherwise the recipe is refused with one line
+    graph_safe: ClassVar[bool] = False
+    #: the penalty keeps state across calls, saved in checkpoints: requires ``state_dict()``,
+    #: ``load_state_dict(state)`` (a mapping of names to tensors) and ``to(device)``
+    stateful: ClassVar[bool] = False
 
     def __init__(self, cfg: BlockConfig) -> None: ...
     def penalty(self, D: Callable[..., torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
                 y: Optional[torch.Tensor] = None) -> torch.Tensor: ...
+    # stateful: state_dict() -> {name: tensor}; load_state_dict(state); to(device)
 
 
 class AugmentBlock(Protocol):
@@ -228,6 +264,83 @@ class Contract:
     unless: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: class-level flags: name -> (allowed types, required?)
     flags: Mapping[str, tuple[tuple[type, ...], bool]] = field(default_factory=dict)
+    #: methods required when ``flag`` is true: ((flag, (method, ...)), ...)
+    when: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: the kind's signature rules, run on the class once methods and flags pass: each gives a
+    #: one-line problem or None
+    checks: tuple[Callable[[type], Optional[str]], ...] = ()
+
+
+# ----------------------------------------------------------------------------- signatures
+def _parameters(cls: type, name: str) -> Optional[list[inspect.Parameter]]:
+    """The parameters of method ``name`` of ``cls`` as called on an instance (``self`` dropped), or
+    None where they cannot be read (a builtin, a callable object without a signature)."""
+    value = _lookup(cls, name)
+    drop = 1
+    if isinstance(value, staticmethod):
+        value, drop = value.__func__, 0
+    elif isinstance(value, classmethod):
+        value = value.__func__
+    elif not inspect.isfunction(value):
+        drop = 0
+    try:
+        params = list(inspect.signature(value).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    return params[drop:]
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _positional_problem(cls: type, kind: str, method: str, want: tuple[str, ...]) -> Optional[str]:
+    """Why ``cls.method`` cannot be called with ``want``'s arguments by position (too few or too
+    many, or the real/fake roles of their names swapped), or None."""
+    params = _parameters(cls, method)
+    if params is None:
+        return None
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return None
+    positional = [p for p in params if p.kind in _POSITIONAL]
+    required = [p for p in params if p.default is inspect.Parameter.empty
+                and p.kind not in (inspect.Parameter.VAR_KEYWORD,)]
+    have = f"{method}({', '.join(p.name for p in positional)})"
+    contract = f"the {kind} contract is {method}({', '.join(want)})"
+    if len(positional) < len(want) or len(required) > len(want):
+        return f"{have} does not take {len(want)} arguments: {contract}"
+    for got, role in zip(positional, want):
+        other = "fake" if role.startswith("real") else "real"
+        if other in got.name.lower() and role.split("_")[0] not in got.name.lower():
+            return f"{have} takes its arguments in the wrong order: {contract}"
+    return None
+
+
+def _loss_signatures(cls: type) -> Optional[str]:
+    problem = _positional_problem(cls, "loss", "d_loss", ("real_logits", "fake_logits"))
+    if problem:
+        return problem
+    params = _parameters(cls, "g_loss")
+    positional = [p for p in params or () if p.kind in _POSITIONAL]
+    if params is not None and len(positional) == 1 and not any(
+            p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return (f"g_loss({positional[0].name}) has the old one-argument signature: the loss contract is now "
+                "g_loss(real_logits, fake_logits), as d_loss (real_logits is None unless the loss sets "
+                "g_needs_real = True; docs/plugins.md, 'Migrating a loss')")
+    return _positional_problem(cls, "loss", "g_loss", ("real_logits", "fake_logits"))
+
+
+def _regularizer_signatures(cls: type) -> Optional[str]:
+    if not flag("regularizer", cls, "uses_logits"):
+        return None
+    params = _parameters(cls, "penalty")
+    if params is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    names = {p.name for p in params if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+    missing = [k for k in ("real_logits", "fake_logits") if k not in names]
+    if missing:
+        return (f"penalty does not take the keyword '{missing[0]}' that uses_logits = True asks for: "
+                "penalty(D, real, fake, y=None, *, real_logits=None, fake_logits=None)")
+    return None
 
 
 _BOOL = (bool,)
@@ -244,9 +357,13 @@ CONTRACTS: dict[str, Contract] = {
                  flags={"conditional": (_OPT_BOOL, False), "mixes_batch": (_BOOL, False),
                         "gradient_free_parameters": (_SEQ, False)}),
         Contract("weight_norm", WeightNormBlock, ("__call__",), flags={"unit_spectral_norm": (_BOOL, False)}),
-        Contract("loss", LossBlock, ("d_loss", "g_loss")),
+        Contract("loss", LossBlock, ("d_loss", "g_loss"), flags={"g_needs_real": (_BOOL, False)},
+                 checks=(_loss_signatures,)),
         Contract("regularizer", RegularizerBlock, ("penalty",),
-                 flags={"needs_real_grad": (_BOOL, True), "active": (_BOOL, False)}),
+                 flags={"needs_real_grad": (_BOOL, True), "active": (_BOOL, False), "uses_logits": (_BOOL, False),
+                        "runs_d": (_BOOL, False), "graph_safe": (_BOOL, False), "stateful": (_BOOL, False)},
+                 when=(("stateful", ("state_dict", "load_state_dict", "to")),),
+                 checks=(_regularizer_signatures,)),
         Contract("augment", AugmentBlock, ("sample_params", "apply", "reference", "forward")),
         Contract("generator", GeneratorBlock, ("forward",)),
         Contract("discriminator", DiscriminatorBlock, ("forward",)),
@@ -335,6 +452,17 @@ def contract_problem(kind: str, obj: Any) -> str | None:
             if value is _MISSING or _is_placeholder(value) or not callable(value):
                 return (f"missing method '{name}' required by the {kind} contract "
                         f"(blocks with parameters provide it; set {flag_name} = True if it has none)")
+    for flag_name, methods in contract.when:
+        if not flag(kind, obj, flag_name):
+            continue
+        for name in methods:
+            value = _lookup(obj, name)
+            if value is _MISSING or _is_placeholder(value) or not callable(value):
+                return f"missing method '{name}' required by the {kind} contract when {flag_name} = True"
+    for check in contract.checks:
+        problem = check(obj)
+        if problem:
+            return problem
     return None
 
 

@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from .blockref import REF_KEY, SCHEMA_DEFS, Block
 from .config import BlockConfig, Section, name_problem, number_problem
 from .errors import RecipeError, flatten
-from .registry import regularizer_active
+from .registry import block_flag, regularizer_active
 from .training.collapse import CollapseConfig
 
 MAX_BASE_DEPTH = 16
@@ -114,19 +114,21 @@ class TrainConfig(Section):
         "instead of twice, and a D with batch statistics would normalise real and fake together"
     )
     compile: bool = Field(
-        False, description="torch.compile G's forward, and D's when train.d_concat is on and there is no "
-        "regularizer (default mode; the first steps compile for a minute or more). Otherwise D stays eager "
-        "(two forwards of D before one backward update spectral-norm vectors in place, which compiled D "
-        "gets wrong; a penalty differentiates through D twice). The EMA copy stays eager. Combines with "
-        "train.cuda_graph: the compiled kernels are captured in the graph"
+        False, description="torch.compile G's forward, and D's when train.d_concat is on and the regularizer "
+        "does not run D itself (none, lecam) (default mode; the first steps compile for a minute or more). "
+        "Otherwise D stays eager (two forwards of D before one backward update spectral-norm vectors in place, "
+        "which compiled D gets wrong; R1 and the gradient penalty differentiate through D twice, bCR runs it "
+        "again). The EMA copy stays eager. Combines with train.cuda_graph: the compiled kernels are captured "
+        "in the graph"
     )
     cuda_graph: bool = Field(
         False, description="CUDA: capture the iteration (D and G updates, optimiser steps; not the EMA) "
         "once as a CUDA graph and replay it, removing the per-kernel launch overhead of small models; the "
         "same maths (inputs and noise drawn as without it, copied into static buffers). Static shapes; "
         "the first 2 iterations run eagerly (warm-up), and the graph is recaptured after any reload of "
-        "weights or optimiser state or change of learning rate. Not with a regularizer or several "
-        "processes (torchrun). Ignored on the CPU"
+        "weights or optimiser state or change of learning rate. Not with a regularizer whose penalty cannot "
+        "be captured (r1, gradient_penalty: a double backward; lecam and bcr can), nor several processes "
+        "(torchrun). Ignored on the CPU"
     )
     collapse: CollapseConfig = Field(
         default_factory=CollapseConfig, description="a guard against collapse: FID rising over several "
@@ -211,10 +213,11 @@ class Recipe(Section):
             problems += [(("eval", "reference", *loc), m) for loc, m in self.eval.reference.recipe_problems(self)]
         if self.train.batch_size % self.train.accumulate:
             problems.append((("train", "accumulate"), "must divide train.batch_size"))
-        if self.train.cuda_graph and regularizer_active(self.regularizer):
-            problems.append((("train", "cuda_graph"), f"cannot be combined with a regularizer (regularizer: "
-                             f"{self.regularizer.type}; its penalty's double backward is not captured): "
-                             "set regularizer: none or train.cuda_graph: false"))
+        if self.train.cuda_graph and regularizer_active(self.regularizer) \
+                and not block_flag("regularizer", self.regularizer, "graph_safe"):
+            problems.append((("train", "cuda_graph"), f"cannot be combined with regularizer {self.regularizer.type} "
+                             "(not graph_safe: its penalty's double backward or host reads are not captured): "
+                             "set train.cuda_graph: false or use a graph_safe regularizer"))
         if problems:
             raise _many(problems)
         return self

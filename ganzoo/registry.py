@@ -206,7 +206,7 @@ ATTENTION = Registry("attention", "self-attention variants placed in G and D")
 NORM = Registry("norm", "feature normalisations (batch, conditional batch, group, ...)")
 WEIGHT_NORM = Registry("weight_norm", "weight re-parametrisations for convs/linears (spectral norm, none)")
 LOSS = Registry("loss", "adversarial loss pairs (D loss, G loss)")
-REGULARIZER = Registry("regularizer", "discriminator regularizers (gradient penalty, R1)")
+REGULARIZER = Registry("regularizer", "discriminator regularizers (gradient penalty, R1, LeCam, bCR)")
 AUGMENT = Registry("augment", "differentiable augmentations of every image D sees (DiffAugment)")
 GENERATOR = Registry("generator", "generator backbones")
 DISCRIMINATOR = Registry("discriminator", "discriminator backbones")
@@ -220,13 +220,18 @@ REGISTRIES: dict[str, Registry] = {
 }
 
 
+def block_flag(kind: str, spec: Any, name: str) -> Any:
+    """Capability flag ``name`` (``ganzoo/contracts.py``) of a block of ``kind``: ``spec`` is an
+    instance, the registered class, a config (``recipe.loss``) or a name. The trainer and the recipe's
+    rules ask this instead of testing block names."""
+    if isinstance(spec, (str, BlockConfig)):
+        spec = registry(kind).get(spec if isinstance(spec, str) else spec.type).obj
+    return flag(kind, spec, name)
+
+
 def regularizer_active(spec: Any) -> bool:
-    """Whether a regularizer adds a penalty (its ``active`` flag, ``ganzoo/contracts.py``): ``spec`` is an
-    instance, the registered class, a config (``recipe.regularizer``) or a name. The trainer and the
-    recipe's rules ask this instead of testing the name ``none``."""
-    if isinstance(spec, str) or (not callable(getattr(spec, "penalty", None)) and hasattr(spec, "type")):
-        spec = REGULARIZER.get(spec if isinstance(spec, str) else spec.type).obj
-    return bool(flag("regularizer", spec, "active"))
+    """Whether a regularizer adds a penalty (its ``active`` flag): ``spec`` as for :func:`block_flag`."""
+    return bool(block_flag("regularizer", spec, "active"))
 
 
 def registry(kind: str) -> Registry:

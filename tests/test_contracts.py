@@ -46,6 +46,14 @@ class _MixingConfig(BlockConfig):
     type: Literal["mixing_test"] = "mixing_test"
 
 
+class _FlippedRelConfig(BlockConfig):
+    type: Literal["flipped_rel_test"] = "flipped_rel_test"
+
+
+class _UndeclaredConfig(BlockConfig):
+    type: Literal["undeclared_test"] = "undeclared_test"
+
+
 class FlippedHinge:
     """Hinge with D's targets swapped: D is trained to call reals fake."""
 
@@ -55,7 +63,7 @@ class FlippedHinge:
     def d_loss(self, real, fake):
         return torch.relu(1 + real.float()).mean() + torch.relu(1 - fake.float()).mean()
 
-    def g_loss(self, fake):
+    def g_loss(self, real, fake):
         return -fake.float().mean()
 
 
@@ -65,8 +73,53 @@ class ZeroGradG(FlippedHinge):
     def d_loss(self, real, fake):
         return torch.relu(1 - real.float()).mean() + torch.relu(1 + fake.float()).mean()
 
-    def g_loss(self, fake):
+    def g_loss(self, real, fake):
         return (-fake.float().mean()).detach() + 0 * fake.float().sum()
+
+
+class FlippedRelativisticG:
+    """RaSGAN with G's loss sign-flipped: G is pushed to make fakes look less real than the reals."""
+
+    g_needs_real = True
+
+    def __init__(self, cfg=None) -> None:
+        pass
+
+    @staticmethod
+    def _rel(real, fake):
+        r, f = real.float(), fake.float()
+        return r - f.mean(), f - r.mean()
+
+    def d_loss(self, real, fake):
+        r, f = self._rel(real, fake)
+        return 0.5 * (torch.nn.functional.softplus(-r).mean() + torch.nn.functional.softplus(f).mean())
+
+    def g_loss(self, real, fake):
+        r, f = self._rel(real, fake)
+        return 0.5 * (torch.nn.functional.softplus(-r).mean() + torch.nn.functional.softplus(f).mean())
+
+
+class UndeclaredReal(FlippedRelativisticG):
+    """A correct RaSGAN that reads the real logits in G's loss without declaring g_needs_real."""
+
+    g_needs_real = False
+
+    def g_loss(self, real, fake):
+        r, f = self._rel(real, fake)
+        return 0.5 * (torch.nn.functional.softplus(r).mean() + torch.nn.functional.softplus(-f).mean())
+
+
+class OldSignatureLoss:
+    """A plugin loss written for the old contract: g_loss(fake_logits)."""
+
+    def __init__(self, cfg=None) -> None:
+        pass
+
+    def d_loss(self, real_logits, fake_logits):
+        return torch.relu(1 - real_logits.float()).mean() + torch.relu(1 + fake_logits.float()).mean()
+
+    def g_loss(self, fake_logits):
+        return -fake_logits.float().mean()
 
 
 class MixingAttention(nn.Module):
@@ -130,6 +183,18 @@ def test_missing_method_is_refused_at_registration_in_one_line():
 
 @pytest.mark.parametrize(("kind", "cls", "expect"), [
     ("loss", type("OnlyD", (), {"d_loss": lambda s, r, f: r}), "missing method 'g_loss'"),
+    ("loss", type("BadFlag", (OldSignatureLoss,), {"g_loss": lambda s, r, f: f, "g_needs_real": 1}),
+     "flag 'g_needs_real' must be bool, got int"),
+    ("loss", type("Swapped", (OldSignatureLoss,), {"g_loss": lambda s, fake_logits, real_logits=None: fake_logits}),
+     "g_loss(fake_logits, real_logits) takes its arguments in the wrong order: the loss contract is "
+     "g_loss(real_logits, fake_logits)"),
+    ("loss", type("ThreeArgs", (OldSignatureLoss,), {"g_loss": lambda s, r, f, extra: f}),
+     "g_loss(r, f, extra) does not take 2 arguments"),
+    ("regularizer", type("NoKeywords", (), {"penalty": lambda s, D, r, f, y=None: 0, "needs_real_grad": False,
+                                            "uses_logits": True}),
+     "penalty does not take the keyword 'real_logits' that uses_logits = True asks for"),
+    ("regularizer", type("NoState", (), {"penalty": lambda s, *a, **k: 0, "needs_real_grad": False, "stateful": True}),
+     "missing method 'state_dict' required by the regularizer contract when stateful = True"),
     ("regularizer", type("NoFlag", (), {"penalty": lambda s, *a: 0}), "missing class attribute 'needs_real_grad'"),
     ("regularizer", type("BadFlag", (), {"penalty": lambda s, *a: 0, "needs_real_grad": "no"}),
      "flag 'needs_real_grad' must be bool, got str"),
@@ -140,6 +205,34 @@ def test_missing_method_is_refused_at_registration_in_one_line():
 ])
 def test_each_kind_refuses_what_its_contract_requires(kind, cls, expect):
     assert expect in (contract_problem(kind, cls) or "")
+
+
+def test_old_one_argument_g_loss_is_refused_in_one_line_naming_the_new_signature():
+    reg = Registry("loss")
+    with pytest.raises(RegistryError) as err:
+        reg.register(_XConfig, OldSignatureLoss)
+    msg = str(err.value)
+    assert msg.startswith("loss 'x_test' (builtin): g_loss(fake_logits) has the old one-argument signature: "
+                          "the loss contract is now g_loss(real_logits, fake_logits)")
+    assert "\n" not in msg and "x_test" not in reg.names()
+    # the migrated form registers, with or without the flag; *args passes (cannot be read)
+    for body in ({"g_loss": lambda s, real_logits, fake_logits: -fake_logits.mean()},
+                 {"g_loss": lambda s, *logits: -logits[1].mean(), "g_needs_real": True}):
+        assert contract_problem("loss", type("New", (OldSignatureLoss,), body)) is None
+
+
+def test_plugin_loss_with_the_old_signature_is_skipped_with_one_warning(monkeypatch):
+    class Old(BlockConfig):
+        type: Literal["acmeold.loss"] = "acmeold.loss"
+
+    ep = _fake_entry_point(monkeypatch, "acmeold", lambda registry: registry.LOSS.register(Old, OldSignatureLoss))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plugins._load_one(ep)
+    hits = [str(w.message) for w in caught if issubclass(w.category, plugins.PluginWarning)]
+    assert len(hits) == 1 and "\n" not in hits[0]
+    assert "loss 'acmeold.loss' (" in hits[0] and "g_loss(fake_logits) has the old one-argument signature" in hits[0]
+    assert "g_loss(real_logits, fake_logits)" in hits[0] and "acmeold.loss" not in LOSS.names()
 
 
 def test_parameter_free_attention_needs_no_reference():
@@ -230,6 +323,21 @@ def test_flipped_sign_d_loss_is_caught():
 def test_zero_gradient_g_loss_is_caught():
     with pytest.raises(AssertionError, match=r"zero_grad_test.g_loss has an all-zero gradient"):
         check_loss(_entry("loss", _ZeroGradConfig, ZeroGradG))
+
+
+def test_flipped_sign_relativistic_g_loss_is_caught():
+    # its D loss is right: only the two-argument G loss, called with the real logits, can catch it
+    entry = _entry("loss", _FlippedRelConfig, FlippedRelativisticG)
+    with pytest.raises(AssertionError, match=r"flipped_rel_test.g_loss does not fall as fake logits rise .*, real \["):
+        check_loss(entry)
+
+
+def test_g_loss_reading_undeclared_real_logits_is_caught():
+    with pytest.raises(AssertionError, match=r"undeclared_test.g_loss fails with real_logits=None .* must set "
+                                             r"g_needs_real = True"):
+        check_loss(_entry("loss", _UndeclaredConfig, UndeclaredReal))
+    # declared, the same maths passes: it is the relativistic_non_saturating loss
+    check_loss(_entry("loss", _UndeclaredConfig, type("Declared", (UndeclaredReal,), {"g_needs_real": True})))
 
 
 def test_batch_mixing_attention_is_caught():

@@ -1,9 +1,11 @@
 """``train.cuda_graph`` (issue 8): the iteration replayed as a CUDA graph computes what the eager step does.
 
-CPU: the recipe refuses what the graph cannot capture (a regularizer), and on the
+CPU: the recipe refuses what the graph cannot capture (a regularizer that is not graph_safe), and on the
 CPU the option is ignored (bit-identical to the eager step). GPU (``pytest -m gpu``): eager and graphed
 steps built from the same seed (fp32, TF32 off, deterministic kernels) agree in their stats and
-weights over warm-up, capture and replays, and after ``invalidate_graph()`` with new learning rates.
+weights over warm-up, capture and replays, and after ``invalidate_graph()`` with new learning rates;
+also with a relativistic loss (G's reals are graph inputs) and LeCam (its averages are updated in
+place by the replays); bCR is captured and trains.
 """
 from __future__ import annotations
 
@@ -20,9 +22,9 @@ from ganzoo.training.plan import Plan
 from ganzoo.training.step import build_train_step
 
 
-def _recipe(**train):
-    return validate(tiny_recipe(train={"steps": 10, "batch_size": 8, "d_steps": 2, "precision": "fp32",
-                                       "tf32": False, "deterministic": True, **train}), "test")
+def _recipe(top=None, **train):
+    return validate(tiny_recipe(**(top or {}), train={"steps": 10, "batch_size": 8, "d_steps": 2, "precision": "fp32",
+                                                      "tf32": False, "deterministic": True, **train}), "test")
 
 
 def _step(recipe, device):
@@ -114,6 +116,43 @@ def test_graph_replay_equals_eager(accumulate, channels_last, d_concat, compile)
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
     _assert_close(wb, wa)
     assert graphed.data.state_dict()["pos"] == eager.data.state_dict()["pos"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d_concat", [False, True])
+def test_graph_replay_equals_eager_with_a_relativistic_loss_and_lecam(d_concat):
+    """G's real micro-batch (a graph input) and LeCam's averages (buffers updated in place by the
+    replays) give the eager step's stats, weights and averages."""
+    dev = torch.device("cuda")
+    top = {"loss": "relativistic_hinge", "regularizer": "lecam"}
+    n = GRAPH_WARMUP + 4
+    eager = _step(_recipe(top, accumulate=2, d_concat=d_concat), dev)
+    a, wa = _run(eager, 0, n), _weights(eager)
+    graphed = _step(_recipe(top, cuda_graph=True, accumulate=2, d_concat=d_concat), dev)
+    assert graphed.graphed and graphed.plan.g_real and graphed.plan.reg_logits
+    b, wb = _run(graphed, 0, n), _weights(graphed)
+    assert graphed.graph.graph is not None
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    _assert_close(wb, wa)
+    ra, rb = eager.reg.state_dict(), graphed.reg.state_dict()
+    assert rb["decay_power"].item() == pytest.approx(ra["decay_power"].item()) == pytest.approx(0.99 ** (n * 2 * 2))
+    _assert_close({k: v.cpu() for k, v in rb.items()}, {k: v.cpu() for k, v in ra.items()})
+    assert graphed.data.state_dict()["pos"] == eager.data.state_dict()["pos"]
+
+
+@pytest.mark.gpu
+def test_bcr_is_captured_and_replayed():
+    """bCR's transform draws run inside the graph (their values then differ from an eager run's, which
+    interleaves them with the noise draws): the replays train, with a positive, finite penalty."""
+    dev = torch.device("cuda")
+    step = _step(_recipe({"regularizer": "bcr", "augment": ["translation"]}, cuda_graph=True, d_concat=True), dev)
+    before = {k: v.clone() for k, v in _weights(step).items()}
+    rows = _run(step, 0, GRAPH_WARMUP + 3)
+    assert step.graph.graph is not None and torch.isfinite(rows).all()
+    assert (rows[:, 3] > 0).all()  # loss/reg
+    assert not torch.equal(rows[-1], rows[-2])  # replays draw fresh transforms and data
+    after = _weights(step)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("D."))
 
 
 @pytest.mark.gpu

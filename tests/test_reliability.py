@@ -374,8 +374,8 @@ class NanInjector:
         out = self.hinge.d_loss(real, fake)
         return out * float("nan") if self.cfg.what == "d_loss" and self._bad("d") else out
 
-    def g_loss(self, fake):
-        out = self.hinge.g_loss(fake)
+    def g_loss(self, real, fake):
+        out = self.hinge.g_loss(real, fake)
         if self.cfg.what == "g_grad" and self._bad("g"):
             s = fake.sum()
             out = out + torch.sqrt(s - s)  # adds 0, but its gradient is 0/0: G's weights become NaN

@@ -202,8 +202,8 @@ class _NanAfter:
         out = self.inner.d_loss(real, fake)
         return out * float("nan") if self.calls >= self.n else out
 
-    def g_loss(self, fake):
-        return self.inner.g_loss(fake)
+    def g_loss(self, real, fake):
+        return self.inner.g_loss(real, fake)
 
 
 def test_non_finite_loss_stops_naming_step_and_quantity_keeping_last_good_checkpoint(tmp_path, monkeypatch):

@@ -31,6 +31,6 @@ class HingeLoss:
         with no_autocast(real_logits):
             return F.relu(m - fp32(real_logits)).mean() + F.relu(m + fp32(fake_logits)).mean()
 
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, real_logits: torch.Tensor | None, fake_logits: torch.Tensor) -> torch.Tensor:
         with no_autocast(fake_logits):
             return -fp32(fake_logits).mean()

@@ -34,6 +34,6 @@ class LeastSquaresLoss:
             fake = (fp32(fake_logits) - c.fake_target).square().mean()
             return 0.5 * (real + fake)
 
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, real_logits: torch.Tensor | None, fake_logits: torch.Tensor) -> torch.Tensor:
         with no_autocast(fake_logits):
             return 0.5 * (fp32(fake_logits) - self.cfg.gen_target).square().mean()

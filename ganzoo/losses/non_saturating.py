@@ -29,6 +29,6 @@ class NonSaturatingLoss:
         with no_autocast(real_logits):
             return F.softplus(-fp32(real_logits)).mean() + F.softplus(fp32(fake_logits)).mean()
 
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, real_logits: torch.Tensor | None, fake_logits: torch.Tensor) -> torch.Tensor:
         with no_autocast(fake_logits):
             return F.softplus(-fp32(fake_logits)).mean()

@@ -27,6 +27,6 @@ class WassersteinLoss:
         with no_autocast(real_logits):
             return fp32(fake_logits).mean() - fp32(real_logits).mean()
 
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, real_logits: torch.Tensor | None, fake_logits: torch.Tensor) -> torch.Tensor:
         with no_autocast(fake_logits):
             return -fp32(fake_logits).mean()

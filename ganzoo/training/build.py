@@ -18,14 +18,15 @@ from torch import nn
 
 from ..errors import GanzooError, RecipeError
 from ..recipe import Recipe
-from ..registry import DATASET, DISCRIMINATOR, GENERATOR
+from ..contracts import flag
+from ..registry import DATASET, DISCRIMINATOR, GENERATOR, REGULARIZER
 from .data import DataSampler
 from .ema import make_ema
 from .plan import Plan, autocast_dtype
 
 __all__ = [
     "Networks", "autocast_dtype", "build", "build_data", "build_dataset", "build_discriminator", "build_generator",
-    "build_networks", "configure_backends", "make_optimizer", "resolve_device", "seed_everything",
+    "build_networks", "build_regularizer", "configure_backends", "make_optimizer", "resolve_device", "seed_everything",
 ]
 
 
@@ -147,13 +148,23 @@ def build_data(recipe: Recipe, device: torch.device, source: str = "recipe") -> 
 
 @dataclass
 class Networks:
-    """G, D, the EMA copy of G (None without ``train.ema``) and the two optimisers."""
+    """G, D, the EMA copy of G (None without ``train.ema``), the two optimisers, and D's regularizer
+    (here because it may carry training state: a ``stateful`` one is on the device and checkpointed)."""
 
     G: nn.Module
     D: nn.Module
     G_ema: nn.Module | None
     g_opt: torch.optim.Optimizer
     d_opt: torch.optim.Optimizer
+    regularizer: Any = None
+
+
+def build_regularizer(recipe: Recipe, device: torch.device) -> Any:
+    """The recipe's regularizer; a ``stateful`` one (``ganzoo/contracts.py``) moved to ``device``."""
+    reg = REGULARIZER.build(recipe.regularizer)
+    if flag("regularizer", reg, "stateful"):
+        reg = reg.to(device)
+    return reg
 
 
 def build_networks(recipe: Recipe, plan: Plan, device: torch.device) -> Networks:
@@ -179,7 +190,7 @@ def build_networks(recipe: Recipe, plan: Plan, device: torch.device) -> Networks
         G.compile()
     if plan.compile_d:
         D.compile()
-    return Networks(G, D, G_ema, g_opt, d_opt)
+    return Networks(G, D, G_ema, g_opt, d_opt, build_regularizer(recipe, device))
 
 
 def build(recipe: Recipe, plan: Plan, device: torch.device, source: str = "recipe") -> tuple[Networks, DataSampler]:

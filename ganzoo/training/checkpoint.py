@@ -13,6 +13,8 @@ RNG states are stored as tensors for the same reason. Layout (``FORMAT_VERSION``
     data                                data-order generator state, epoch, position in the epoch
     wall_time                           seconds trained so far (all sessions)
     rollbacks                           divergence rollbacks so far (train.on_divergence; 0 if absent)
+    regularizer                         a ``stateful`` regularizer's ``state_dict()`` (LeCam's moving
+                                        averages); only present for such a regularizer, required then
     sha256                              digest of everything above (:func:`payload_digest`); absent in
                                         checkpoints written before it was added, which load unverified
 
@@ -230,6 +232,7 @@ _CHECKS = {
     "wall_time": lambda v: None if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     else f"{v!r} is not a number of seconds",
     "rollbacks": lambda v: None if _is_int(v) and v >= 0 else f"{v!r} is not a count",
+    "regularizer": _state_dict_problem,
     "collapse": lambda v: None if isinstance(v, Mapping) else "is not a mapping",
 }
 
@@ -250,10 +253,11 @@ def check_payload(ckpt: Mapping[str, Any], path: str | Path, need: Iterable[str]
                 raise CheckpointError(f"{path}: {key}: {problem}")
 
 
-def check_state_shapes(state: Mapping[str, torch.Tensor], model: torch.nn.Module, path: str | Path,
+def check_state_shapes(state: Mapping[str, torch.Tensor], model: Any, path: str | Path,
                        key: str, what: str) -> None:
     """Raise a one-line :class:`CheckpointError` unless ``state`` has exactly ``model``'s entries and
-    shapes (instead of ``load_state_dict``'s multi-line ``size mismatch`` traceback)."""
+    shapes (instead of ``load_state_dict``'s multi-line ``size mismatch`` traceback); ``model`` is
+    anything with a ``state_dict()`` (a network, a stateful regularizer)."""
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     missing = [k for k in want if k not in got]
@@ -309,6 +313,43 @@ def check_resumable(ckpt: Mapping[str, Any], path: str | Path, run_dir: str | Pa
     for key, net in _networks_on_meta(recipe).items():
         if ckpt.get(key) is not None:
             check_state_shapes(ckpt[key], net, path, key, f"the {key} of {recipe_path}")
+    check_regularizer_state(ckpt, path, recipe)
+
+
+# ----------------------------------------------------------------------------- regularizer state
+REGULARIZER_KEY = "regularizer"
+
+
+def regularizer_state(reg: Any) -> dict[str, Any]:
+    """``{"regularizer": state_dict}`` for a ``stateful`` regularizer (``ganzoo/contracts.py``), else
+    ``{}``: the entry a checkpoint payload gets."""
+    from ..contracts import flag
+
+    if reg is None or not flag("regularizer", reg, "stateful"):
+        return {}
+    return {REGULARIZER_KEY: reg.state_dict()}
+
+
+def check_regularizer_state(ckpt: Mapping[str, Any], path: str | Path, recipe: Any) -> None:
+    """Raise a one-line :class:`CheckpointError` unless ``ckpt`` holds the state the recipe's regularizer
+    keeps (none, or a ``state_dict`` of its entries and shapes)."""
+    from ..registry import REGULARIZER
+
+    reg = REGULARIZER.build(recipe.regularizer)
+    want = regularizer_state(reg)
+    if not want:
+        return
+    what = f"regularizer {recipe.regularizer.type}"
+    if ckpt.get(REGULARIZER_KEY) is None:
+        raise CheckpointError(f"{path}: {REGULARIZER_KEY}: missing ({what} keeps state that the checkpoint must hold)")
+    check_state_shapes(ckpt[REGULARIZER_KEY], reg, path, REGULARIZER_KEY, what)
+
+
+def load_regularizer_state(reg: Any, ckpt: Mapping[str, Any]) -> None:
+    """Restore a ``stateful`` regularizer from a checkpoint (checked by :func:`check_resumable`);
+    values are copied into its tensors in place (a captured CUDA graph keeps reading them)."""
+    if regularizer_state(reg) and ckpt.get(REGULARIZER_KEY) is not None:
+        reg.load_state_dict(ckpt[REGULARIZER_KEY])
 
 
 # ----------------------------------------------------------------------------- run folders

@@ -5,7 +5,9 @@ replayed, which removes the host's launch overhead (thousands of small kernels p
 step's ``updates``, ``draw_d_inputs``, ``draw_g_inputs``, ``tc`` and ``device``, so this module
 imports nothing of the step). The graph body is the eager code (``step.updates``) reading static
 buffers; before each replay the inputs are drawn exactly as the eager step draws them (data order,
-then noise, per micro-batch; then G's noise and labels) and copied in. The first ``GRAPH_WARMUP``
+then noise, per micro-batch; then G's noise and labels, and for a loss with ``g_needs_real`` G's
+real micro-batch from the data order) and copied in. State a captured penalty updates in place (a
+``graph_safe`` regularizer's, LeCam's averages) lives in tensors the graph keeps reading. The first ``GRAPH_WARMUP``
 calls run eagerly on a side stream; :meth:`CudaGraphRunner.invalidate` (after reloading state or
 changing a learning rate) starts over. The EMA stays eager (its decay changes every step).
 """
@@ -36,7 +38,7 @@ class CudaGraphRunner:
 
     def draw_inputs(self) -> tuple[list[list[tuple]], list[tuple]]:
         """Every input of one iteration, drawn in the eager step's order (per D update and
-        micro-batch: the data, then the noise; then G's noise and labels)."""
+        micro-batch: the data, then the noise; then G's noise and labels, and its reals if drawn)."""
         step, tc = self.step, self.step.tc
         d = [[step.draw_d_inputs() for _ in range(tc.accumulate)] for _ in range(tc.d_steps)]
         g = [step.draw_g_inputs() for _ in range(tc.accumulate)]
@@ -83,7 +85,8 @@ class CudaGraphRunner:
 
 
 def _flat(d_in, g_in):
-    """The tensors of one iteration's inputs (labels of an unconditional model are None: skipped)."""
+    """The tensors of one iteration's inputs (None entries are skipped: labels of an unconditional model,
+    G's reals when the loss does not read real logits)."""
     for upd in d_in:
         for mb in upd:
             yield from (t for t in mb if t is not None)

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_write_text
-from .checkpoint import CKPT_DIR, capture_rng, checkpoint_name, prune_checkpoints, save_checkpoint
+from .checkpoint import (CKPT_DIR, capture_rng, checkpoint_name, prune_checkpoints, regularizer_state,
+                         save_checkpoint)
 from .collapse import CollapseMonitor
 from .evaluation import EvaluationInterrupted
 from .gammas import write_gammas
@@ -194,6 +195,7 @@ class Checkpoints:
             "wall_time": self.clock.total(),
             "rollbacks": state.rollbacks,
             "collapse": self.watch.monitor.state_dict(),
+            **regularizer_state(n.regularizer),  # a stateful regularizer's state (LeCam's averages)
         }
 
     def mark_best(self, state: RunState, fid: float) -> None:

@@ -26,7 +26,7 @@ from ..errors import GanzooError
 from ..recipe import Recipe
 from . import distributed, rundir
 from .build import Networks, autocast_dtype, build, check_forward, resolve_device
-from .checkpoint import CKPT_DIR, latest_checkpoint, restore_rng
+from .checkpoint import CKPT_DIR, latest_checkpoint, load_regularizer_state, restore_rng
 from .evaluation import Evaluator, check_eval_ready
 from .checkpoint import read_best
 from .collapse import CollapseMonitor
@@ -167,7 +167,7 @@ class Rollback:
 def restore(nets: Networks, data: Any, found: tuple[Path, dict[str, Any]] | None, device: torch.device,
             rollback: Rollback | None) -> RunState:
     """Load a checkpoint (``found``: its path and contents; None: a fresh start) into the networks,
-    optimisers, data order and RNGs; after a rollback, lower the learning rates."""
+    optimisers, a stateful regularizer, data order and RNGs; after a rollback, lower the learning rates."""
     state = RunState()
     if found is not None:
         path, ckpt = found
@@ -177,6 +177,7 @@ def restore(nets: Networks, data: Any, found: tuple[Path, dict[str, Any]] | None
             nets.G_ema.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["generator"])
         nets.g_opt.load_state_dict(ckpt["g_optim"])
         nets.d_opt.load_state_dict(ckpt["d_optim"])
+        load_regularizer_state(nets.regularizer, ckpt)  # a stateful one's (checked by check_resumable)
         data.load_state_dict(ckpt["data"])
         restore_rng(ckpt["rng"], device)
         step = int(ckpt["step"])

@@ -3,8 +3,11 @@ device and the number of processes, with one clear error per conflict.
 
 Everything below (:mod:`.build`, :mod:`.step`, :mod:`.graph`, :mod:`.distributed`) reads the plan's
 flags instead of re-deciding from the recipe. The recipe's own validator (``ganzoo/recipe.py``)
-already refuses a regularizer with ``train.cuda_graph``; the plan checks it again, so a recipe built
-without validation fails here with the same rule.
+already refuses a regularizer that is not ``graph_safe`` with ``train.cuda_graph``; the plan checks it
+again, so a recipe built without validation fails here with the same rule. The loss's and the
+regularizer's capability flags (``ganzoo/contracts.py``) decide the rest: whether G's update runs D on
+reals (``g_needs_real``), whether the penalty gets the loss's logits (``uses_logits``), whether a
+compiled D stays eager (``runs_d``), and that a ``stateful`` regularizer runs in one process.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import torch
 
 from ..errors import GanzooError
 from ..recipe import Recipe
-from ..registry import regularizer_active
+from ..registry import block_flag, regularizer_active
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -29,6 +32,18 @@ def has_penalty(recipe: Recipe) -> bool:
     return regularizer_active(recipe.regularizer)  # the block's `active` flag (ganzoo/contracts.py)
 
 
+def reg_flag(recipe: Recipe, name: str) -> bool:
+    """A capability flag of the recipe's regularizer (``ganzoo/contracts.py``): ``uses_logits``,
+    ``runs_d``, ``graph_safe``, ``stateful``; False for an inactive one (the trainer never calls it)."""
+    return has_penalty(recipe) and bool(block_flag("regularizer", recipe.regularizer, name))
+
+
+def g_needs_real(recipe: Recipe) -> bool:
+    """Whether the recipe's loss reads the real logits in G's loss (relativistic losses): G's update then
+    also runs D on a batch of augmented real images, without autograd."""
+    return bool(block_flag("loss", recipe.loss, "g_needs_real"))
+
+
 def eager_d_reason(recipe: Recipe) -> str | None:
     """Why ``train.compile`` leaves D eager (None when it compiles D, or compile is off). With two
     forwards of D before one backward (real, then fake), each forward updates the spectral-norm
@@ -39,8 +54,9 @@ def eager_d_reason(recipe: Recipe) -> str | None:
         return None
     if not recipe.train.d_concat:
         return "D stays eager: train.d_concat is off (two D forwards before one backward)"
-    if has_penalty(recipe):
-        return f"D stays eager: regularizer {recipe.regularizer.type} differentiates through D twice"
+    if reg_flag(recipe, "runs_d"):
+        return (f"D stays eager: regularizer {recipe.regularizer.type} runs D itself (another forward, or a "
+                "double backward, before the one backward)")
     return None
 
 
@@ -51,6 +67,8 @@ class Plan:
     amp: torch.dtype | None  # autocast dtype of the networks (train.precision), None: fp32
     micro: int  # images per micro-batch (train.batch_size / train.accumulate; global under torchrun)
     penalty: bool  # the regularizer adds a penalty (its stat is logged)
+    reg_logits: bool  # the penalty is handed the D loss's images and logits (the regularizer's uses_logits)
+    g_real: bool  # G's loss reads real logits: G's update runs D on augmented reals too (the loss's g_needs_real)
     cuda_graph: bool  # the iteration is captured and replayed (train.cuda_graph, CUDA only)
     compile_g: bool  # G's forward compiled (train.compile)
     compile_d: bool  # D's forward compiled too (train.compile, when D runs once per backward)
@@ -70,7 +88,8 @@ class Plan:
         reason = eager_d_reason(recipe)
         return cls(
             amp=autocast_dtype(tc.precision, device), micro=tc.batch_size // tc.accumulate,
-            penalty=has_penalty(recipe), cuda_graph=graphed, compile_g=tc.compile,
+            penalty=has_penalty(recipe), reg_logits=reg_flag(recipe, "uses_logits"), g_real=g_needs_real(recipe),
+            cuda_graph=graphed, compile_g=tc.compile,
             compile_d=tc.compile and reason is None, eager_d=reason, parallel=parallel,
             world_size=world_size, sync_batchnorm=tc.sync_batchnorm and parallel and world_size > 1,
             check_every=1 if device.type == "cpu" else tc.log_every,
@@ -87,6 +106,10 @@ def _check(recipe: Recipe, device: torch.device, world: int, parallel: bool, sou
     if tc.cuda_graph and device.type == "cuda" and parallel:
         raise GanzooError(f"{source}: train.cuda_graph: not supported with several processes (torchrun, DDP); "
                           "set train.cuda_graph=false")
-    if tc.cuda_graph and has_penalty(recipe):
-        raise GanzooError(f"{source}: train.cuda_graph: cannot be combined with a regularizer (regularizer: "
-                          f"{recipe.regularizer.type}; its penalty's double backward is not captured)")
+    if tc.cuda_graph and has_penalty(recipe) and not reg_flag(recipe, "graph_safe"):
+        raise GanzooError(f"{source}: train.cuda_graph: cannot be combined with regularizer {recipe.regularizer.type} "
+                          "(not graph_safe: its penalty's double backward or host reads are not captured)")
+    if parallel and world > 1 and reg_flag(recipe, "stateful"):
+        raise GanzooError(f"{source}: regularizer: {recipe.regularizer.type} keeps state of its own (e.g. moving "
+                          f"averages of D's outputs) that {world} processes would each update apart; "
+                          "train it in one process")

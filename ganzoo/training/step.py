@@ -9,9 +9,16 @@ source under torchrun, the networks and the global RNG otherwise). ``step(n)`` t
 1. **D**, ``d_steps`` times: for each of ``accumulate`` micro-batches, real images and labels from
    the data order, fakes from fresh noise with the same labels (no grad through G),
    ``loss.d_loss(D(aug(real)), D(aug(fake))) + penalty``, divided by ``accumulate``, backward; one D
-   step (``train.d_concat``: D runs once over ``aug(cat(real, fake))``).
-2. **G**, once: for each micro-batch, fresh noise and uniform labels, ``loss.g_loss(D(aug(G(z, y)), y))``
-   divided by ``accumulate``, backward (D frozen); one G step.
+   step (``train.d_concat``: D runs once over ``aug(cat(real, fake))``). The penalty is
+   ``regularizer.penalty(D, real, fake, y)``, or for a regularizer that ``uses_logits`` (LeCam, bCR)
+   ``penalty(D, aug(real), aug(fake), y, real_logits=, fake_logits=)`` with the loss's own logits,
+   under autocast (no second forward for them).
+2. **G**, once: for each micro-batch, fresh noise and uniform labels,
+   ``loss.g_loss(real_logits, D(aug(G(z, y)), y))`` divided by ``accumulate``, backward (D frozen);
+   one G step. ``real_logits`` is None unless the loss sets ``g_needs_real`` (relativistic losses):
+   then it is ``D(aug(real), y_real)`` on a fresh real micro-batch from the data order, computed
+   under ``no_grad`` (constants for G: its gradient flows through the fake logits alone, and no
+   backward runs through D's real half), with its own augmentation draws, as D's update sees reals.
 3. **EMA** of G's weights (a plain copy up to ``ema.start``).
 
 ``aug`` is the recipe's ``augment`` chain (DiffAugment, ``ganzoo/augment/``; identity when empty):
@@ -32,8 +39,8 @@ from torch import nn
 
 from ..augment._common import AugmentChain
 from ..recipe import Recipe
-from ..registry import LOSS, REGULARIZER
-from .build import Networks, build_networks, configure_backends
+from ..registry import LOSS
+from .build import Networks, build_networks, build_regularizer, configure_backends
 from .distributed import Parallel, no_sync, single
 from .ema import ema_decay, update_ema
 from .graph import GRAPH_WARMUP, CudaGraphRunner
@@ -42,7 +49,7 @@ from .plan import Plan
 STAT_NAMES = ("loss/d", "logits/real", "logits/fake", "loss/reg", "loss/g")
 
 DInputs = tuple  # (real images, labels or None, noise) of one D micro-batch
-GInputs = tuple  # (noise, labels or None) of one G micro-batch
+GInputs = tuple  # (noise, labels or None, real images or None, their labels or None) of one G micro-batch
 
 
 class TrainStep:
@@ -57,7 +64,8 @@ class TrainStep:
         self.device = next(nets.G.parameters()).device
         self.amp = plan.amp
         self.loss = LOSS.build(recipe.loss)
-        self.reg = REGULARIZER.build(recipe.regularizer)
+        # built with the networks (a stateful one carries training state: on the device, checkpointed)
+        self.reg = nets.regularizer if nets.regularizer is not None else build_regularizer(recipe, self.device)
         self.use_reg = plan.penalty
         self.aug = AugmentChain(recipe.augment).to(self.device)  # every image D sees (identity when empty)
         self.z_dim = int(nets.G.z_dim)
@@ -92,8 +100,45 @@ class TrainStep:
         return real, (y if self.nc else None), z
 
     def draw_g_inputs(self) -> GInputs:
-        """One G micro-batch's inputs, drawn now: noise and uniform labels."""
-        return self.sample_latents(self.micro)
+        """One G micro-batch's inputs, drawn now: noise and uniform labels; then, for a loss whose G
+        loss reads real logits (``plan.g_real``), real images and labels from the data order."""
+        z, y = self.sample_latents(self.micro)
+        if not self.plan.g_real:
+            return z, y, None, None
+        real, y_real = self.data.next(self.micro)
+        return z, y, real, (y_real if self.nc else None)
+
+    def d_forward(self, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None) -> tuple:
+        """D on one micro-batch (call under autocast): ``(aug(real), aug(fake), real logits, fake
+        logits)``; one forward over both halves with ``train.d_concat``."""
+        if self.tc.d_concat:
+            labels = None if y is None else torch.cat([y, y])
+            seen = self.aug(torch.cat([real, fake.to(real.dtype)]))
+            both = self.D_train(seen, labels)
+            n = len(real)
+            return seen[:n], seen[n:], both[:n], both[n:]
+        real_seen = self.aug(real)
+        real_logits = self.D_train(real_seen, y)
+        fake_seen = self.aug(fake)
+        return real_seen, fake_seen, real_logits, self.D_train(fake_seen, y)
+
+    def d_penalty(self, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None, seen: tuple) -> torch.Tensor:
+        """The regularizer's penalty for one D micro-batch (0 without one); ``seen`` is :meth:`d_forward`'s."""
+        if not self.use_reg:
+            return self.zero
+        if self.plan.reg_logits:  # the images and logits of D's loss: no second forward for them
+            real_seen, fake_seen, real_logits, fake_logits = seen
+            with self.autocast():
+                return self.reg.penalty(self.D, real_seen, fake_seen, y, real_logits=real_logits.float(),
+                                        fake_logits=fake_logits.float()).float()
+        return self.reg.penalty(self.D, real, fake.float(), y).float()
+
+    def g_real_logits(self, real: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor | None:
+        """D's logits on a G micro-batch's augmented reals, without autograd (None when not drawn)."""
+        if real is None:
+            return None
+        with torch.no_grad(), self.autocast():
+            return self.D(self.aug(real), y).float()
 
     def d_backward(self, inputs: Callable[[int], DInputs] | None = None) -> torch.Tensor:
         """Gradients of one D update (``accumulate`` micro-batches) in ``D``'s ``.grad``; returns
@@ -111,15 +156,10 @@ class TrainStep:
             with torch.no_grad(), self.autocast():
                 fake = G(z, y)
             with self.autocast(), no_sync(self.D_train, i < tc.accumulate - 1):
-                if tc.d_concat:  # one forward over both halves (train.d_concat)
-                    labels = None if y is None else torch.cat([y, y])
-                    both = self.D_train(self.aug(torch.cat([real, fake.to(real.dtype)])), labels)
-                    real_logits, fake_logits = both[: len(real)], both[len(real):]
-                else:
-                    real_logits = self.D_train(self.aug(real), y)
-                    fake_logits = self.D_train(self.aug(fake), y)
+                seen = self.d_forward(real, fake, y)  # (aug(real), aug(fake), real logits, fake logits)
+            real_logits, fake_logits = seen[2], seen[3]
             d_loss = self.loss.d_loss(real_logits.float(), fake_logits.float())
-            penalty = self.reg.penalty(D, real, fake.float(), y).float() if self.use_reg else self.zero
+            penalty = self.d_penalty(real, fake, y, seen)
             ((d_loss + penalty) / tc.accumulate).backward()
             d_stats += torch.stack([
                 d_loss.detach(), real_logits.detach().float().mean(),
@@ -129,7 +169,8 @@ class TrainStep:
 
     def g_backward(self, inputs: Callable[[int], GInputs] | None = None) -> torch.Tensor:
         """Gradients of one G update in ``G``'s ``.grad`` (D frozen); returns the summed G loss.
-        ``inputs(i)`` gives micro-batch ``i``'s ``(z, y)`` (default: drawn, :meth:`draw_g_inputs`)."""
+        ``inputs(i)`` gives micro-batch ``i``'s ``(z, y, real, y_real)`` (default: drawn,
+        :meth:`draw_g_inputs`; ``real`` is None unless the loss reads real logits)."""
         tc, G, D = self.tc, self.G, self.D
         inputs = inputs or (lambda i: self.draw_g_inputs())
         G.requires_grad_(True)
@@ -137,10 +178,11 @@ class TrainStep:
         self.g_opt.zero_grad(set_to_none=True)
         g_stat = torch.zeros((), device=self.device)
         for i in range(tc.accumulate):
-            z, y_fake = inputs(i)
+            z, y_fake, real, y_real = inputs(i)
+            real_logits = self.g_real_logits(real, y_real)  # None unless the loss sets g_needs_real
             with self.autocast(), no_sync(self.G_train, i < tc.accumulate - 1):
                 fake_logits = D(self.aug(self.G_train(z, y_fake)), y_fake)
-            g_loss = self.loss.g_loss(fake_logits.float())
+            g_loss = self.loss.g_loss(real_logits, fake_logits.float())
             (g_loss / tc.accumulate).backward()
             g_stat += g_loss.detach()
         return g_stat

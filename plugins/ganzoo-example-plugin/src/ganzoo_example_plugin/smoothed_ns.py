@@ -37,5 +37,7 @@ class SmoothedNonSaturatingLoss:
         t = self.cfg.real_label
         return (F.softplus(real) - t * real).mean() + F.softplus(fake).mean()
 
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, real_logits: torch.Tensor | None, fake_logits: torch.Tensor) -> torch.Tensor:
+        # ganzoo's loss contract passes both logits, as to d_loss; real_logits is None here because
+        # this loss leaves g_needs_real at its default, False (G's update then never runs D on reals)
         return F.softplus(-fake_logits.float()).mean()
