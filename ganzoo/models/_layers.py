@@ -59,8 +59,8 @@ class Layers:
     def conv(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Module:
         return self._make(nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2))
 
-    def linear(self, in_features: int, out_features: int) -> nn.Module:
-        return self._make(nn.Linear(in_features, out_features))
+    def linear(self, in_features: int, out_features: int, bias: bool = True) -> nn.Module:
+        return self._make(nn.Linear(in_features, out_features, bias=bias))
 
     def embedding(self, num_embeddings: int, dim: int) -> nn.Module:
         return self._make(nn.Embedding(num_embeddings, dim))
