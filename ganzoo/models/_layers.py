@@ -249,9 +249,12 @@ class GBlock(nn.Module):
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         return self.resample.shortcut(self.conv_sc, x)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.resample.conv(self.conv1, F.relu(self.bn1(x, y)))
-        h = self.conv2(F.relu(self.bn2(h, y)))
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``y``: class labels for the norms; ``z``: the vector the generator hands norms modulated by the
+        latent (``modulated_by_latent``), None when its norms are not."""
+        cond = (y,) if z is None else (y, z)
+        h = self.resample.conv(self.conv1, F.relu(self.bn1(x, *cond)))
+        h = self.conv2(F.relu(self.bn2(h, *cond)))
         return h + self.shortcut(x)
 
 
