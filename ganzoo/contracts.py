@@ -97,6 +97,16 @@ class NormBlock(Protocol):
     ``x`` is ``[B, C, H, W]``, ``y`` ``[B]`` class indices or None; the output has ``x``'s shape and
     dtype. A conditional norm built with ``num_classes=0`` raises a one-line ``ValueError``; an
     unconditional one ignores ``y``.
+
+    A norm *modulated by the latent* (``modulated_by_latent = True``: its gain and bias are functions
+    of a per-sample vector, as in self-modulation or BigGAN's conditional BN) is built with two more
+    keyword arguments, ``cls(cfg, channels, num_classes=0, latent_dim=D, which_linear=F)``, and called
+    as ``forward(x, y=None, z=None)`` with ``z`` ``[B, D]`` (required). ``z`` is what the generator
+    hands its norms: its latent, or one block's chunk of it (``hierarchical_z``), after the shared
+    class embedding when it has one (``shared_embedding``); ``F(in_features, out_features, bias=True)``
+    is the generator's linear-layer factory (orthogonal init, then its weight norm), for the layers the
+    norm makes of ``z``. Where no latent reaches (G's output layer, D's norms) the norm its config's
+    ``unmodulated()`` returns is used instead.
     """
 
     #: needs class labels (default: the name is ``conditional_<x>`` or ``<ns>.conditional_<x>``);
@@ -105,6 +115,9 @@ class NormBlock(Protocol):
     conditional: ClassVar[Optional[bool]] = None
     #: train-mode outputs use batch statistics (BatchNorm); eval mode must keep samples independent
     mixes_batch: ClassVar[bool] = False
+    #: gain and bias come from the generator's latent: built with ``latent_dim`` and ``which_linear``,
+    #: called with ``z`` (see above); its config's ``unmodulated()`` gives the norm where no latent reaches
+    modulated_by_latent: ClassVar[bool] = False
     gradient_free_parameters: ClassVar[Sequence[str]] = ()
 
     def __init__(self, cfg: BlockConfig, channels: int, num_classes: int = 0) -> None: ...
@@ -355,7 +368,7 @@ CONTRACTS: dict[str, Contract] = {
                   "permutation_equivariant": (_BOOL, False), "gradient_free_parameters": (_SEQ, False)}),
         Contract("norm", NormBlock, ("forward",),
                  flags={"conditional": (_OPT_BOOL, False), "mixes_batch": (_BOOL, False),
-                        "gradient_free_parameters": (_SEQ, False)}),
+                        "modulated_by_latent": (_BOOL, False), "gradient_free_parameters": (_SEQ, False)}),
         Contract("weight_norm", WeightNormBlock, ("__call__",), flags={"unit_spectral_norm": (_BOOL, False)}),
         Contract("loss", LossBlock, ("d_loss", "g_loss"), flags={"g_needs_real": (_BOOL, False)},
                  checks=(_loss_signatures,)),

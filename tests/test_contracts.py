@@ -257,6 +257,12 @@ def test_capability_flags_have_their_documented_defaults():
     assert flag("regularizer", R1, "active") is True
     assert flag("norm", BatchNorm, "mixes_batch") is True
     assert flag("norm", GroupNorm, "mixes_batch") is False
+    from ganzoo.norms.self_modulated_batch import SelfModulatedBatchNorm
+
+    assert flag("norm", BatchNorm, "modulated_by_latent") is False
+    assert flag("norm", SelfModulatedBatchNorm, "modulated_by_latent") is True
+    bad = type("BadNorm", (nn.Module,), {"forward": lambda self, x, y=None: x, "modulated_by_latent": "yes"})
+    assert contract_problem("norm", bad) == "flag 'modulated_by_latent' must be bool, got str (norm contract)"
     assert flag("attention", nn.Identity, "parameter_free") is True
     assert flag("attention", MixingAttention, "parameter_free") is False
 

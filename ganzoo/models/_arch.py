@@ -59,9 +59,9 @@ def _slots(resolutions: tuple[int, ...], wanted: list[int] | tuple[int, ...]) ->
     return out
 
 
-def unsupported(resolution: int) -> str:
+def unsupported(resolution: int, subject: str = "the resnet backbones have") -> str:
     sides = ", ".join(str(r) for r in RESOLUTIONS[:-1]) + f" and {RESOLUTIONS[-1]}"
-    return f"the resnet backbones have architectures for resolutions {sides}, not {resolution}"
+    return f"{subject} architectures for resolutions {sides}, not {resolution}"
 
 
 def generator_rows(resolution: int, ch: int, image_channels: int, attention_resolutions=()) -> list[Row]:
@@ -93,18 +93,20 @@ def discriminator_sides(resolution: int) -> list[int]:
     return sorted(set(D_TABLE[resolution][3]), reverse=True) if resolution in D_TABLE else []
 
 
-def placement_problems(table: dict, sides_of, attention_resolutions: list[int], what: str, resolution: int):
+def placement_problems(table: dict, sides_of, attention_resolutions: list[int], what: str, resolution: int,
+                       backbone: str = "resnet"):
     """Problems of a backbone at image side ``resolution``: ``[(("type",), ...)]`` when ``table`` has no
     architecture for it (nothing else can be checked then), else one problem per misplaced slot list."""
     if resolution not in table:
-        return [(("type",), unsupported(resolution))]
+        subject = "the resnet backbones have" if backbone == "resnet" else f"the {backbone} {what} has"
+        return [(("type",), unsupported(resolution, subject))]
     sides = sides_of(resolution)
     bad = [r for r in attention_resolutions if r not in sides]
-    return [(("attention_resolutions",), not_sides(bad, sides, what, resolution))] if bad else []
+    return [(("attention_resolutions",), not_sides(bad, sides, what, resolution, backbone))] if bad else []
 
 
-def not_sides(bad: list[int], sides: list[int], what: str, resolution: int) -> str:
+def not_sides(bad: list[int], sides: list[int], what: str, resolution: int, backbone: str = "resnet") -> str:
     """"4 is not a feature-map side of the resnet generator at resolution 32 (choose from 8, 16, 32)"."""
     verb = "is not a feature-map side" if len(bad) == 1 else "are not feature-map sides"
-    return (f"{', '.join(map(str, bad))} {verb} of the resnet {what} at resolution {resolution} "
+    return (f"{', '.join(map(str, bad))} {verb} of the {backbone} {what} at resolution {resolution} "
             f"(choose from {', '.join(map(str, sides))})")

@@ -59,8 +59,8 @@ class Layers:
     def conv(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Module:
         return self._make(nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2))
 
-    def linear(self, in_features: int, out_features: int) -> nn.Module:
-        return self._make(nn.Linear(in_features, out_features))
+    def linear(self, in_features: int, out_features: int, bias: bool = True) -> nn.Module:
+        return self._make(nn.Linear(in_features, out_features, bias=bias))
 
     def embedding(self, num_embeddings: int, dim: int) -> nn.Module:
         return self._make(nn.Embedding(num_embeddings, dim))
@@ -249,9 +249,12 @@ class GBlock(nn.Module):
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         return self.resample.shortcut(self.conv_sc, x)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.resample.conv(self.conv1, F.relu(self.bn1(x, y)))
-        h = self.conv2(F.relu(self.bn2(h, y)))
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``y``: class labels for the norms; ``z``: the vector the generator hands norms modulated by the
+        latent (``modulated_by_latent``), None when its norms are not."""
+        cond = (y,) if z is None else (y, z)
+        h = self.resample.conv(self.conv1, F.relu(self.bn1(x, *cond)))
+        h = self.conv2(F.relu(self.bn2(h, *cond)))
         return h + self.shortcut(x)
 
 

@@ -1,9 +1,9 @@
-"""Print the architecture tables and the SAGAN parameter counts of ``docs/models.md`` (markdown).
+"""Print the architecture tables and the parameter counts of ``docs/models.md`` (markdown).
 
     .venv/bin/python -m ganzoo.models._table
 
-The tables come from ``_arch.py``; the counts from building the recipes' networks
-(``recipes/sagan.yaml``, ``recipes/imagenet128/sagan.yaml``) with the registered blocks, so the docs
+The tables come from ``_arch.py``; the counts from building the recipes' networks (``RECIPES``: the
+SAGAN recipes and BigGAN's G on the SAGAN recipe) with the registered blocks, so the docs
 can be checked against the code (``tests/test_models.py`` does).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..registry import DISCRIMINATOR, GENERATOR
 from . import _arch
 from ._layers import count_parameters
 
-RECIPES = ("recipes/sagan.yaml", "recipes/imagenet128/sagan.yaml")
+RECIPES = ("recipes/sagan.yaml", "recipes/imagenet128/sagan.yaml", "recipes/variants/biggan-g.yaml")
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -18,7 +18,7 @@ from pydantic import Field
 from ..blockref import Block
 from ..config import BlockConfig
 from ..registry import DISCRIMINATOR
-from ._norm import unconditional
+from ._norm import plain
 from .resnet_generator import nested_problems
 from .sngan_cnn_discriminator import CNNDiscriminator, CNNDiscriminatorConfig
 
@@ -38,18 +38,20 @@ class DCGANDiscriminatorConfig(CNNDiscriminatorConfig):
         "none",
         description="feature norm after every conv but the first (the paper: batch; default none, as "
         "spectral norm is on and batch norm would mix the samples of a batch); class-conditional norms "
-        "act as their unconditional counterpart",
+        "act as their unconditional counterpart, norms modulated by G's latent as their unmodulated one "
+        "(self_modulated_batch -> batch)",
     )
 
     def feature_norm(self, index: int) -> BlockConfig | str:
-        """No norm after the first conv (it reads the image); ``norm``'s unconditional counterpart after the others."""
-        return "none" if index == 0 else unconditional(self.norm)
+        """No norm after the first conv (it reads the image); ``norm``'s plain counterpart (no labels, no
+        latent reach D's norms) after the others."""
+        return "none" if index == 0 else plain(self.norm)
 
     def recipe_problems(self, recipe: Any) -> list[tuple[tuple[str, ...], str]]:
         problems = super().recipe_problems(recipe)
-        if unconditional(self.norm) is None:
-            problems.append((("norm",), f"'{self.norm.type}' needs class labels and has no unconditional "
-                                        "counterpart (D's norms get no labels); choose e.g. batch or none"))
+        if plain(self.norm) is None:
+            problems.append((("norm",), f"'{self.norm.type}' needs class labels or G's latent and has no "
+                                        "counterpart without them (D's norms get neither); choose e.g. batch or none"))
         return problems + nested_problems(self, recipe, ("norm",))
 
 

@@ -24,10 +24,10 @@ from torch import nn
 
 from ..blockref import Block
 from ..config import BlockConfig
-from ..registry import ATTENTION, GENERATOR, NORM
+from ..registry import ATTENTION, GENERATOR
 from . import _arch
 from ._layers import Layers
-from ._norm import is_conditional, unconditional
+from ._norm import is_conditional, is_modulated, norm_builder, unconditional
 from .resnet_generator import ResNetGeneratorConfig, Side, check_sides, nested_problems
 
 SLOT_SIDES = "feature-map sides after which the attention slot goes (e.g. [16]; [] for none)"
@@ -96,8 +96,9 @@ class ConvNormAct(nn.Module):
         super().__init__()
         self.conv, self.norm, self.slope = conv, norm, slope
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.norm(self.conv(x), y)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``y``: class labels for the norm; ``z``: G's latent for a norm modulated by it, else None."""
+        h = self.norm(self.conv(x), *((y,) if z is None else (y, z)))
         return F.leaky_relu(h, self.slope) if self.slope else F.relu(h)
 
 
@@ -112,11 +113,13 @@ class Project(nn.Module):
         return self.linear(z).view(z.shape[0], *self.shape)
 
 
-def run_stages(stages: nn.ModuleList, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    """Each stage's modules in order: feature layers get the labels, attention blocks do not."""
+def run_stages(stages: nn.ModuleList, h: torch.Tensor, y: torch.Tensor | None,
+               z: torch.Tensor | None = None) -> torch.Tensor:
+    """Each stage's modules in order: feature layers get the labels (and ``z``, the latent for norms
+    modulated by it, None otherwise), attention blocks do not."""
     for stage in stages:
         for m in stage:
-            h = m(h, y) if isinstance(m, ConvNormAct) else m(h)
+            h = m(h, y, z) if isinstance(m, ConvNormAct) else m(h)
     return h
 
 
@@ -147,7 +150,8 @@ class CNNGeneratorConfig(BlockConfig):
     slot: Literal["attention", "residual"] = Field("attention", description=SLOT_KINDS.format(act="norm-ReLU"))
     norm: Block("norm") = Field("conditional_batch", description=(
         "feature norm after the linear layer and every conv but the output one; without class labels "
-        "(num_classes 0) its unconditional counterpart is used (conditional_batch -> batch)"))
+        "(num_classes 0) its unconditional counterpart is used (conditional_batch -> batch); a norm modulated "
+        "by the latent (self_modulated_batch) gets z"))
     weight_norm: Block("weight_norm") = ResNetGeneratorConfig.model_fields["weight_norm"]
 
     _sides = field_validator("attention_resolutions")(check_sides)
@@ -184,7 +188,8 @@ class CNNGenerator(CNNBackbone):
         if norm_cfg is None:
             raise ValueError(f"norm '{cfg.norm.type}' needs class labels and has no unconditional counterpart")
         self.conditional = num_classes > 0 and is_conditional(norm_cfg)
-        which_norm = functools.partial(NORM.build, norm_cfg, num_classes=num_classes)
+        self.latent_norms = is_modulated(norm_cfg)  # self-modulation: every norm gets z
+        which_norm = norm_builder(norm_cfg, num_classes, cfg.z_dim, layers.which_linear)
         extra = lambda c: ConvNormAct(layers.which_conv(c, c), which_norm(c))  # noqa: E731
         widths = [m * cfg.ch for m in cfg.table[resolution]]
         sides = self.feature_resolutions()
@@ -202,7 +207,7 @@ class CNNGenerator(CNNBackbone):
         """``z [B, z_dim]``, ``y [B]`` class indices (required iff conditional) -> images in [-1, 1]."""
         if z.dim() != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must have shape [B, {self.z_dim}], got {tuple(z.shape)}")
-        h = run_stages(self.stages, z, check_labels(self, z.shape[0], y))
+        h = run_stages(self.stages, z, check_labels(self, z.shape[0], y), z if self.latent_norms else None)
         return torch.tanh(self.output_conv(h))
 
 

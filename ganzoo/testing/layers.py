@@ -12,6 +12,9 @@ What a block must provide, beyond its kind's contract, to get the stronger check
 * attention and norm: samples stay independent (sample 0's output does not change when the rest of
   the batch does) in eval mode always, and in training mode unless the block declares
   ``mixes_batch = True`` (batch norms do). The flags and their defaults are in ``ganzoo/contracts.py``.
+* norm: ``reference(x, y)`` (float64 maths, no side effects; ``(x, y, z)`` for a norm modulated by the
+  latent) is optional and checked when present; ``modulated_by_latent = True`` builds the norm with
+  ``latent_dim`` and ``which_linear`` and adds the latent checks (gradient to ``z``, output depends on ``z``).
 * attention: ``reference(x)`` (float64 maths, no side effects) is required when the block has
   parameters; ``reference_attention_map(x)`` is optional; ``permutation_equivariant = True`` (class or
   instance attribute) adds the spatial-permutation check.
@@ -33,6 +36,7 @@ from torch import nn
 from ..config import BlockConfig
 from ..contracts import flag
 from ..errors import GanzooError
+from ..models._layers import Layers
 from ..norms._weights import reference_bias, reference_weight
 from ..registry import ATTENTION, NORM, WEIGHT_NORM, Entry, Registry
 from .strategies import assert_rel_close, draw_seed, rel_error, run_property, tolerance
@@ -100,18 +104,25 @@ def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def assert_batch_independent(fn, x: torch.Tensor, tol: float, what: str, mode: str) -> None:
-    """``fn(x)[0]`` is unchanged when the other samples of the batch change (no mixing across the batch).
+def assert_batch_independent(fn, x: torch.Tensor, tol: float, what: str, mode: str, *others: torch.Tensor) -> None:
+    """``fn(x, *others)[0]`` is unchanged when the other samples of the batch change (no mixing across the
+    batch): samples 1.. of ``x`` and of every per-sample tensor in ``others`` (a latent ``z``, say).
 
     ``fn`` must not carry state between its two calls (pass a fresh copy of a block per call: a
     training-mode forward may step e.g. a spectral norm's power iteration).
     """
     if x.shape[0] < 2:
         x = torch.cat([x, torch.randn_like(x)])
+        others = tuple(torch.cat([o, torch.randn_like(o)]) for o in others)
     other = x.clone()
     other[1:] = torch.randn_like(x[1:]) * 3 + 1
+    changed = []
+    for o in others:
+        o = o.clone()
+        o[1:] = torch.randn_like(o[1:]) * 3 + 1
+        changed.append(o)
     with torch.no_grad():
-        a, b = fn(x)[0], fn(other)[0]
+        a, b = fn(x, *others)[0], fn(other, *changed)[0]
     err = rel_error(b, a)
     if not err <= tol:
         raise AssertionError(
@@ -360,13 +371,22 @@ def check_norm_block(
     the same. Built with ``num_classes = 0``: either a one-line ValueError (a conditional norm) or
     a norm that ignores ``y`` (same output with and without labels); a block class declaring
     ``conditional = False`` must be the latter. Batch independence in eval mode, and in training
-    mode unless the block declares ``mixes_batch = True``.
+    mode unless the block declares ``mixes_batch = True``. A norm with ``reference(x, y)`` (``(x, y,
+    z)`` when modulated) matches it in float64, in training mode (computed before the forward) and in
+    eval mode.
+
+    A norm modulated by the latent (``modulated_by_latent = True``) is built with a drawn
+    ``latent_dim`` and ``which_linear`` (``Layers(weight_norm).linear``, weight norm drawn from
+    ``none`` and ``spectral``) and called with a latent ``z`` ``[B, latent_dim]`` throughout; besides
+    the above, a gradient reaches ``z``, its eval-mode output changes when ``z`` changes, and batch
+    independence is checked with the other samples' ``z`` changed as well.
     """
     entry = _entry(NORM, entry)
     if isinstance(cfg, dict):
         cfg = entry.config.model_validate({"type": entry.name, **cfg})
     device, pdtype, cdtype, ctx = _precision(device, dtype, autocast)
     name = entry.name
+    modulated = bool(flag("norm", entry.obj, "modulated_by_latent"))
 
     def body(data: st.DataObject) -> None:
         b = data.draw(st.integers(2, 4), label="batch")
@@ -374,47 +394,72 @@ def check_norm_block(
         h = data.draw(st.sampled_from(list(sizes)), label="height")
         w = data.draw(st.sampled_from(list(sizes)), label="width")
         k = data.draw(st.integers(1, 5), label="num_classes")
+        extra: dict[str, Any] = {}
+        if modulated:
+            d = data.draw(st.integers(1, 8), label="latent_dim")
+            wn = data.draw(st.sampled_from(["none", "spectral"]), label="weight_norm")
+            extra = {"latent_dim": d, "which_linear": Layers(wn).linear}
         draw_seed(data)
         x = torch.randn(b, c, h, w, device=device, dtype=pdtype) * 3 + 1
         y = torch.randint(k, (b,), device=device)
+        zs = (torch.randn(b, extra["latent_dim"], device=device, dtype=pdtype),) if modulated else ()
+        tol = tolerance(cdtype)
 
-        block = entry.build(cfg, c, num_classes=k).to(device=device, dtype=pdtype).train()
+        block = entry.build(cfg, c, num_classes=k, **extra).to(device=device, dtype=pdtype).train()
+        has_ref = callable(getattr(block, "reference", None))
+        ref = block.reference(x, y, *zs) if has_ref else None  # before forward: it updates running statistics
+        zg = tuple(t.detach().clone().requires_grad_(True) for t in zs)
         with ctx():
-            out = block(x, y)
+            out = block(x, y, *zg)
         if out.shape != x.shape:
             raise AssertionError(f"norm '{name}': output shape {list(out.shape)} != input {list(x.shape)}")
         if not autocast and out.dtype != x.dtype:
             raise AssertionError(f"norm '{name}': output dtype {out.dtype} != input {x.dtype}")
         _check_finite(out, f"norm '{name}'")
-        if any(p.requires_grad for p in block.parameters()):
+        if has_ref:
+            _assert_reference(out, ref, tol, f"norm '{name}' train forward vs reference")
+        if any(p.requires_grad for p in block.parameters()) or zg:
             (out.to(torch.float64) * torch.randn(x.shape, device=device, dtype=torch.float64)).sum().backward()
             _check_grads(block, f"norm '{name}'")
-        tol = tolerance(cdtype)
+        for t in zg:
+            if t.grad is None or not torch.isfinite(t.grad).all() or not t.grad.any():
+                raise AssertionError(f"norm '{name}': no finite, non-zero gradient reaches the latent z")
         if not flag("norm", block, "mixes_batch"):
             with ctx():
-                assert_batch_independent(lambda t: copy.deepcopy(block)(t, y), x, tol, f"norm '{name}'", "train")
+                assert_batch_independent(lambda t, *z: copy.deepcopy(block)(t, y, *z), x, tol, f"norm '{name}'",
+                                         "train", *zs)
 
         block.eval()
         state = _floating_state(block)
-        with torch.no_grad(), ctx():
-            e1, e2 = block(x, y), block(x, y)
+        with torch.no_grad():
+            ref = block.reference(x, y, *zs) if has_ref else None
+            with ctx():
+                e1, e2 = block(x, y, *zs), block(x, y, *zs)
         if not torch.equal(e1, e2):
             raise AssertionError(f"norm '{name}': eval mode is not deterministic")
         if not _same_state(state, _floating_state(block)):
             raise AssertionError(f"norm '{name}': an eval-mode forward changed parameters or buffers")
         _check_finite(e1, f"norm '{name}' eval")
+        if has_ref:
+            _assert_reference(e1, ref, tol, f"norm '{name}' eval forward vs reference")
         with ctx():  # eval mode never mixes samples (running statistics for batch norms)
-            assert_batch_independent(lambda t: block(t, y), x, tol, f"norm '{name}'", "eval")
-        twin = entry.build(cfg, c, num_classes=k).to(device=device, dtype=pdtype)
+            assert_batch_independent(lambda t, *z: block(t, y, *z), x, tol, f"norm '{name}'", "eval", *zs)
+        if modulated:
+            with torch.no_grad(), ctx():
+                e_z = block(x, y, torch.randn_like(zs[0]) * 2)
+            if not rel_error(e_z, e1) > tol:
+                raise AssertionError(f"norm '{name}' is modulated by the latent but its output does not change "
+                                     "when z changes")
+        twin = entry.build(cfg, c, num_classes=k, **extra).to(device=device, dtype=pdtype)
         twin.load_state_dict(block.state_dict())
         twin.eval()
         with torch.no_grad(), ctx():
-            if not torch.equal(twin(x, y), e1):
+            if not torch.equal(twin(x, y, *zs), e1):
                 raise AssertionError(f"norm '{name}': a copy loaded from its state dict gives another output")
 
         declared = getattr(entry.obj, "conditional", None)
         try:
-            plain = entry.build(cfg, c, num_classes=0)
+            plain = entry.build(cfg, c, num_classes=0, **extra)
         except (ValueError, GanzooError) as exc:
             if declared is False:
                 raise AssertionError(f"norm '{name}' declares conditional = False but needs num_classes > 0")
@@ -425,12 +470,19 @@ def check_norm_block(
         plain = plain.to(device=device, dtype=pdtype)
         for mode in (True, False):
             plain.train(mode)
+            fresh = _fresh(plain)  # a training-mode forward may step a weight norm (a modulated norm's layers)
             with torch.no_grad(), ctx():
-                a, b_ = plain(x), plain(x, y)
+                a, b_ = (fresh(x, None, *zs), fresh(x, y, *zs)) if zs else (fresh(x), fresh(x, y))
             if not torch.equal(a, b_):
                 raise AssertionError(f"norm '{name}' built with num_classes=0 does not ignore y")
 
     run_property(body, max_examples, shrink)
+
+
+def _assert_reference(out: torch.Tensor, ref: torch.Tensor, tol: float, what: str) -> None:
+    if ref.dtype != torch.float64:
+        raise AssertionError(f"{what}: reference must be float64, got {ref.dtype}")
+    assert_rel_close(out, ref, tol, what)
 
 
 # ----------------------------------------------------------------------------- weight norms
