@@ -21,6 +21,11 @@ def _f64(x: Any, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(x).to(device=device, dtype=torch.float64)
 
 
+def _device(*xs: Any) -> torch.device:
+    """The device of the first tensor among ``xs`` (arrays and None are skipped), else the CPU."""
+    return next((x.device for x in xs if isinstance(x, torch.Tensor)), torch.device("cpu"))
+
+
 def feature_statistics(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and covariance (``ddof=1``, as ``np.cov``) of ``[n, d]`` features, in float64 on their device."""
     x = feats.to(torch.float64)
@@ -39,7 +44,7 @@ def trace_sqrt_product(sigma1: Any, sigma2: Any, feats2: Any | None = None) -> f
     tensors; the maths runs in float64 on ``feats2``'s device (else ``sigma2``'s): on a GPU
     after an evaluation's sampling, where a single-threaded CPU took seconds per 2048 x 2048 eigh.
     """
-    device = next((x.device for x in (feats2, sigma2) if isinstance(x, torch.Tensor)), torch.device("cpu"))
+    device = _device(feats2, sigma2)
     s1 = _f64(sigma1, device)
     if feats2 is not None and feats2.shape[0] <= feats2.shape[1]:
         a = _f64(feats2, device)
@@ -56,7 +61,7 @@ def trace_sqrt_product(sigma1: Any, sigma2: Any, feats2: Any | None = None) -> f
 def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, feats2: Any | None = None) -> float:
     """``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrtm(sigma1 sigma2))`` (float64; arrays or
     tensors, on ``feats2``'s or ``sigma2``'s device)."""
-    device = next((x.device for x in (feats2, sigma2) if isinstance(x, torch.Tensor)), torch.device("cpu"))
+    device = _device(feats2, sigma2)
     mu1, sigma1, mu2, sigma2 = (_f64(x, device) for x in (mu1, sigma1, mu2, sigma2))
     diff = mu1 - mu2
     tr = float(diff @ diff + torch.trace(sigma1) + torch.trace(sigma2))

@@ -71,16 +71,16 @@ def subset_mmds(x: torch.Tensor, y: torch.Tensor, *, subsets: int, subset_size: 
     x, y = x.to(device=device, dtype=torch.float32), y.to(dtype=torch.float32)
     g = 1.0 / x.shape[1] if gamma is None else gamma
     per = max(1, max_elements // (m * x.shape[1]))
+
+    def kernel(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # [k, m, d] x [k, m, d] -> [k, m, m]
+        return (torch.bmm(u, v.transpose(1, 2)).double() * g + coef0) ** degree
+
     out = []
     with full_fp32():
         for s in range(0, subsets, per):
             ix = torch.as_tensor(np.stack([d[0] for d in draws[s:s + per]]), device=device)
             iy = torch.as_tensor(np.stack([d[1] for d in draws[s:s + per]]), device=device)
             a, b = x[ix], y[iy]  # [k, m, d]
-
-            def kernel(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-                return (torch.bmm(u, v.transpose(1, 2)).double() * g + coef0) ** degree
-
             kxx, kyy, kxy = kernel(a, a), kernel(b, b), kernel(a, b)
             off = (kxx.sum((1, 2)) - kxx.diagonal(dim1=1, dim2=2).sum(1)
                    + kyy.sum((1, 2)) - kyy.diagonal(dim1=1, dim2=2).sum(1))

@@ -156,7 +156,7 @@ class Networks:
     G_ema: nn.Module | None
     g_opt: torch.optim.Optimizer
     d_opt: torch.optim.Optimizer
-    regularizer: Any = None
+    regularizer: Any
 
 
 def build_regularizer(recipe: Recipe, device: torch.device) -> Any:

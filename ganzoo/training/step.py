@@ -40,7 +40,7 @@ from torch import nn
 from ..augment._common import AugmentChain
 from ..recipe import Recipe
 from ..registry import LOSS
-from .build import Networks, build_networks, build_regularizer, configure_backends
+from .build import Networks, build_networks, configure_backends
 from .distributed import Parallel, no_sync, single
 from .ema import ema_decay, update_ema
 from .graph import GRAPH_WARMUP, CudaGraphRunner
@@ -64,8 +64,7 @@ class TrainStep:
         self.device = next(nets.G.parameters()).device
         self.amp = plan.amp
         self.loss = LOSS.build(recipe.loss)
-        # built with the networks (a stateful one carries training state: on the device, checkpointed)
-        self.reg = nets.regularizer if nets.regularizer is not None else build_regularizer(recipe, self.device)
+        self.reg = nets.regularizer  # built with the networks (a stateful one: on the device, checkpointed)
         self.use_reg = plan.penalty
         self.aug = AugmentChain(recipe.augment).to(self.device)  # every image D sees (identity when empty)
         self.z_dim = int(nets.G.z_dim)
