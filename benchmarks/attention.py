@@ -6,12 +6,22 @@ One command on the GPU (see docs/benchmarks/attention.md for the results and the
 
 Feature maps 16/32/64/128 with C = 512/256/128/64, batch 64, fp32 and bf16, forward+backward.
 
-Two tables:
+Three tables (the first two by default; ``--variants`` adds the third, ``--variants-only`` runs it alone):
 * blocks: the copied block (q/k 1x1 convs to C/8 with bias, value C->C, the full [B, N, N] matrix
   built with bmm, out = gamma*o + x) against ganzoo's ``sagan_full`` (same maths, backend
   ``auto``) and ganzoo's ``sagan`` (pooled key/value, value C/2; no copied counterpart).
 * ops: ``attend`` alone for every backend (and sdpa variants) on the full shape (N = M = H*W,
   Cqk = C/8, Cv = C) and the pooled shape (M = N/4, Cv = C/2): the data ``auto``'s table is read from.
+* variants (issue 20): every block of the ``attention`` registry, plugins' included, built as the models
+  build it (``ATTENTION.build(name, C)``, default config) at 32x32 C=256, 64x64 C=128 and 128x128 C=64
+  (``--variant-shapes SIZE:C ...``), fp32 and bf16 *autocast* (fp32 parameters and input, the forward
+  under ``torch.autocast``); each row has the parameter count, or the one-line error of a block that
+  fails to build or run at that shape.
+
+    PYTHONPATH=$PWD python3 benchmarks/attention.py --variants-only --out results_dir
+
+On the CPU (``--device cpu``, a smoke test: ``--variant-shapes 8:16 --batch 2 --rep-ms 20``) time is
+``time.perf_counter`` and memory is null.
 
 Counting: time = median of fwd+bwd (``triton.testing.do_bench``, L2 flushed between runs);
 memory = peak ``torch.cuda.max_memory_allocated`` over one fwd+bwd, inputs and parameters
@@ -22,7 +32,7 @@ out - x; ops: q, k, v ~ N(0, 1/sqrt(Cqk)) so logits have unit variance). TF32 is
 matmuls, so fp32 rows are fp32 arithmetic.
 
 The ganzoo blocks are imported when pydantic is there (the GPU image needs the staged wheels);
-without it the blocks table has the copied block and the ops table only.
+without it the blocks table has the copied block and the ops table only (the variants table needs it).
 """
 from __future__ import annotations
 
@@ -46,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ganzoo.ops import attention as A  # noqa: E402
 
 SIZES = {16: 512, 32: 256, 64: 128, 128: 64}
+VARIANT_SHAPES = ((32, 256), (64, 128), (128, 64))  # (map size, C) of the variants table
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 BLOCK_BACKENDS = ("auto", "dense", "sdpa", "triton")
 FWD_TOO = ("triton", "sdpa pad h64", "dense")  # also timed forward-only (no_grad)
@@ -97,8 +108,9 @@ def bench(fn, device, warmup_ms=60, rep_ms=300):
 
 
 def peak_gib(fn, device):
+    """Peak GiB over one call of ``fn`` (what is allocated before it counts too); None off the GPU."""
     if device.type != "cuda":
-        return float("nan")
+        return None
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     fn()
@@ -128,7 +140,7 @@ def ref_attend(q, k, v, chunk=2048):
     return torch.cat(outs, dim=2)
 
 
-def run_case(make_step, device, check=None):
+def run_case(make_step, device, check=None, rep_ms=300):
     """Time and measure one fwd+bwd step; returns dict (or the error, e.g. OOM)."""
     res = {}
     try:
@@ -136,14 +148,14 @@ def run_case(make_step, device, check=None):
         step()  # compile / autotune / warm
         _sync(device)
         res["peak_gib"] = peak_gib(step, device)
-        res["ms"] = bench(step, device)
+        res["ms"] = bench(step, device, rep_ms=rep_ms)
         if check is not None:
             res["rel_err"] = check()
     except Exception as e:  # noqa: BLE001 - reported in the table
         if _oom(e):
             res = {"error": "OOM"}
         else:
-            res = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
+            res = {"error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"}
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return res
@@ -165,7 +177,7 @@ def ganzoo_blocks(block_backends=BLOCK_BACKENDS):
     return out
 
 
-def block_rows(size, C, dtype, B, device, block_backends=BLOCK_BACKENDS):
+def block_rows(size, C, dtype, B, device, block_backends=BLOCK_BACKENDS, rep_ms=300):
     rows = []
     makers = {"copied block (bmm)": CopiedSelfAttention, **ganzoo_blocks(block_backends)}
     N = size * size
@@ -202,13 +214,49 @@ def block_rows(size, C, dtype, B, device, block_backends=BLOCK_BACKENDS):
         pooled = "pooled" in name
         M = N // 4 if pooled else N
         cv = C // 2 if pooled else C
-        r = run_case(make_step, device, check)
+        r = run_case(make_step, device, check, rep_ms)
         r.update(name=name, size=size, C=C, dtype=str(dtype).split(".")[-1], N=N, M=M, cqk=C // 8, cv=cv,
                  flops=A.attention_flops(B, N, M, C // 8, cv))
         if "ms" in r:
             r["tflops"] = r["flops"] / (r["ms"] * 1e-3) / 1e12
         rows.append(r)
         del blk, x, go
+        _emit(r)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ variants
+def variant_rows(size, C, dtype, B, device, rep_ms=300):
+    """One row per registered attention block (plugins included) at [B, C, size, size]: fwd+bwd with
+    ``dtype`` bf16 as autocast over fp32 parameters and input; a block that fails to build or run
+    gives a row with its one-line error."""
+    from ganzoo.registry import ATTENTION
+
+    rows = []
+    amp = dtype != torch.float32
+    for entry in ATTENTION:
+        built = {}
+
+        def make_step(name=entry.name, built=built):
+            torch.manual_seed(0)
+            blk = ATTENTION.build(name, C).to(device)  # as the generator and discriminator build it
+            built["params"] = sum(p.numel() for p in blk.parameters())
+            x = torch.randn(B, C, size, size, device=device, requires_grad=True)
+            go = torch.randn_like(x)
+
+            def step():
+                x.grad = None
+                for p in blk.parameters():
+                    p.grad = None
+                with torch.autocast(device.type, dtype=dtype, enabled=amp):
+                    out = blk(x)
+                out.backward(go.to(out.dtype))
+            return step
+
+        r = run_case(make_step, device, rep_ms=rep_ms)
+        r.update(table="variants", name=entry.name, source=entry.source, size=size, C=C,
+                 dtype=str(dtype).split(".")[-1], autocast=amp, batch=B, params=built.get("params"))
+        rows.append(r)
         _emit(r)
     return rows
 
@@ -240,7 +288,7 @@ def op_variants(device, dtype):
     return v
 
 
-def op_rows(size, C, dtype, B, device, only=None):
+def op_rows(size, C, dtype, B, device, only=None, rep_ms=300):
     rows = []
     N = size * size
     for shape_name, M, cv in (("full", N, C), ("pooled", N // 4, C // 2)):
@@ -266,10 +314,10 @@ def op_rows(size, C, dtype, B, device, only=None):
                 with torch.no_grad():
                     return rel(fn(q[:2], k[:2], v[:2]), ref)
 
-            r = run_case(make_step, device, check)
+            r = run_case(make_step, device, check, rep_ms)
             if FWD_TOO and name in FWD_TOO and "ms" in r:
                 with torch.no_grad():
-                    r["fwd_ms"] = bench(lambda fn=fn: fn(q, k, v), device)
+                    r["fwd_ms"] = bench(lambda fn=fn: fn(q, k, v), device, rep_ms=rep_ms)
             r.update(name=name, shape=shape_name, size=size, C=C, dtype=str(dtype).split(".")[-1], N=N, M=M,
                      cqk=cqk, cv=cv, flops=A.attention_flops(B, N, M, cqk, cv))
             if name == "auto":
@@ -293,19 +341,36 @@ def _emit(r):
             f.write(json.dumps(r) + "\n")
 
 
+def _num(v, spec):
+    """``v`` formatted with ``spec``, or ``-`` where there is no number (memory on the CPU)."""
+    return "-" if v is None else format(v, spec)
+
+
 def _fmt_row(r):
-    head = f"{r['size']:>3}x{r['size']:<3} C{r['C']:<3} {r['dtype']:<8} {r.get('shape', 'block'):<6} {r['name']:<28}"
+    kind = "amp" if r.get("autocast") else r.get("table", r.get("shape", "block"))[:7]
+    head = f"{r['size']:>3}x{r['size']:<3} C{r['C']:<3} {r['dtype']:<8} {kind:<7} {r['name']:<28}"
     if "error" in r:
         return head + f" {r['error']}"
+    if r.get("table") == "variants":
+        return head + f" {r['ms']:9.3f} ms {_num(r['peak_gib'], '7.2f')} GiB {r['params']:>10,} params"
     extra = f" -> {r['auto_picks']}" if "auto_picks" in r else ""
     if "fwd_ms" in r:
         extra += f" (fwd only {r['fwd_ms']:.3f} ms)"
-    return head + (f" {r['ms']:9.3f} ms {r['peak_gib']:7.2f} GiB {r.get('tflops', 0):7.1f} TFLOP/s"
+    return head + (f" {r['ms']:9.3f} ms {_num(r['peak_gib'], '7.2f')} GiB {r.get('tflops', 0):7.1f} TFLOP/s"
                    f" err {r.get('rel_err', float('nan')):.2e}{extra}")
 
 
 def markdown(rows, kind):
     out = []
+    if kind == "variants":
+        out.append("| map | C | dtype | block (source) | parameters | fwd+bwd ms (median) | peak GiB |")
+        out.append("|---|---|---|---|---:|---:|---:|")
+        for r in rows:
+            cells = [f"{r['size']}x{r['size']}", str(r["C"]), "bf16 autocast" if r["autocast"] else "fp32",
+                     f"{r['name']} ({r['source']})", "" if r["params"] is None else f"{r['params']:,}"]
+            cells += [r["error"], ""] if "error" in r else [f"{r['ms']:.3f}", _num(r["peak_gib"], ".2f")]
+            out.append("| " + " | ".join(cells) + " |")
+        return "\n".join(out)
     if kind == "blocks":
         out.append("| map | C | dtype | block | fwd+bwd ms (median) | peak GiB | useful TFLOP/s | rel. err vs fp64 |")
         out.append("|---|---|---|---|---:|---:|---:|---:|")
@@ -322,9 +387,18 @@ def markdown(rows, kind):
         if "error" in r:
             cells += [r["error"], "", "", ""]
         else:
-            cells += [f"{r['ms']:.3f}", f"{r['peak_gib']:.2f}", f"{r.get('tflops', 0):.1f}", f"{r.get('rel_err', float('nan')):.1e}"]
+            cells += [f"{r['ms']:.3f}", _num(r["peak_gib"], ".2f"), f"{r.get('tflops', 0):.1f}", f"{r.get('rel_err', float('nan')):.1e}"]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def _size_c(text):
+    """``SIZE:C`` (e.g. ``32:256``) -> (32, 256)."""
+    try:
+        size, C = (int(t) for t in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIZE:C such as 32:256, got {text!r}") from None
+    return size, C
 
 
 def main(argv=None):
@@ -337,8 +411,15 @@ def main(argv=None):
     ap.add_argument("--no-blocks", action="store_true")
     ap.add_argument("--block-backends", nargs="*", default=list(BLOCK_BACKENDS), help="backends the ganzoo blocks are timed with")
     ap.add_argument("--no-ops", action="store_true")
+    ap.add_argument("--variants", action="store_true", help="also run the variants table (every registered attention block)")
+    ap.add_argument("--variants-only", action="store_true", help="run the variants table alone (= --variants --no-blocks --no-ops)")
+    ap.add_argument("--variant-shapes", nargs="*", type=_size_c, default=list(VARIANT_SHAPES), metavar="SIZE:C",
+                    help="feature-map sizes and channels of the variants table (default: 32:256 64:128 128:64)")
+    ap.add_argument("--rep-ms", type=float, default=300, help="milliseconds of timed repetitions per row (all tables)")
     ap.add_argument("--out", default=None, help="folder for attention.json and attention.md")
     args = ap.parse_args(argv)
+    if args.variants_only:
+        args.variants, args.no_blocks, args.no_ops = True, True, True
     device = torch.device(args.device)
     warnings.filterwarnings("ignore", message=".*(kernel not used|runtime disabled|stride 1|require).*")
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -347,7 +428,7 @@ def main(argv=None):
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
-        "command": "python3 " + " ".join(sys.argv),
+        "command": "python3 " + " ".join(sys.argv if argv is None else [__file__, *argv]),
         "batch": args.batch,
     }
     try:
@@ -362,22 +443,32 @@ def main(argv=None):
         Path(args.out).mkdir(parents=True, exist_ok=True)
         _JSONL = Path(args.out) / "rows.jsonl"
         _JSONL.write_text(json.dumps({"info": info}) + "\n")
-    blocks, ops = [], []
+    blocks, ops, variants = [], [], []
     for dt in args.dtypes:
         for size in args.sizes:
             C = SIZES.get(size, 64)
             if not args.no_blocks:
-                blocks += block_rows(size, C, DTYPES[dt], args.batch, device, args.block_backends)
+                blocks += block_rows(size, C, DTYPES[dt], args.batch, device, args.block_backends, args.rep_ms)
             if not args.no_ops:
-                ops += op_rows(size, C, DTYPES[dt], args.batch, device, args.only)
-    md = f"Device: {info['device']}; torch {info['torch']}; triton {info.get('triton')}; {info['date']}; batch {args.batch}\n\n"
-    md += "### Blocks\n\n" + markdown(blocks, "blocks") + "\n\n### attend() backends\n\n" + markdown(ops, "ops") + "\n"
+                ops += op_rows(size, C, DTYPES[dt], args.batch, device, args.only, args.rep_ms)
+        if args.variants:
+            for size, C in args.variant_shapes:
+                variants += variant_rows(size, C, DTYPES[dt], args.batch, device, args.rep_ms)
+    tables = [("Blocks", "blocks", blocks, not args.no_blocks), ("attend() backends", "ops", ops, not args.no_ops),
+              ("Attention variants (bf16 = autocast)", "variants", variants, args.variants)]
+    md = f"Device: {info['device']}; torch {info['torch']}; triton {info.get('triton')}; {info['date']}; batch {args.batch}\n"
+    md += "".join(f"\n### {title}\n\n{markdown(rows, kind)}\n" for title, kind, rows, ran in tables if ran)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "attention.json").write_text(json.dumps({"info": info, "blocks": blocks, "ops": ops}, indent=1))
+        (out / "attention.json").write_text(json.dumps({"info": info, "blocks": blocks, "ops": ops, "variants": variants},
+                                                       indent=1))
         (out / "attention.md").write_text(md)
-    print("\n" + markdown(blocks, "blocks"))
+    for _, kind, rows, ran in tables:
+        if ran and kind != "ops":
+            print("\n" + markdown(rows, kind))
+    if args.no_ops:
+        return 0
     best = {}
     for r in ops:
         if "ms" in r and r["name"] != "auto":
