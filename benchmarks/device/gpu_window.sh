@@ -44,7 +44,7 @@ gpu_tests() {  # every test marked gpu (GPU_TESTS picks them): gpu_tests TIMEOUT
 
 standing_evals() {  # a run folder's best and last checkpoints, evaluated (10k samples, FID/KID, noise seed 0)
                     # with the running statistics and with standing statistics over 50 batches of 200
-  for ck in best last; do
+  for ck in ${STANDING_CKPTS:-best last}; do
     for b in 0 50; do
       timeout 120 python3 -m ganzoo eval "$1" --checkpoint "$ck" --standing-stats "$b" --device cuda --json \
         >> "$1.standing.jsonl" 2>> "$1.standing.log"
@@ -236,6 +236,10 @@ PY
         date -u +%FT%T.%NZ > "$WORK/runs/sagan10-s$seed.end.txt"
       done
       for seed in ${SEEDS:-0 1}; do standing_evals "$WORK/runs/sagan10-s$seed"; done ;;
+    attnvar)  # issue 20: every registered attention block at 32x32/C256, 64x64/C128, 128x128/C64, batch 64,
+              # fp32 and bf16, forward+backward (benchmarks/attention.py's variants table), alone on the GPU
+      timeout 300 python3 benchmarks/attention.py --variants-only --out "$WORK/attention-variants" \
+        > "$WORK/attention-variants.log" 2>&1 ;;
     long)  # issue 16's long run: recipes/sagan.yaml with the fastest settings, seed LONG_SEED (default 0), to
            # 100k G steps (the recipe's), FID/KID every 10k; capped at LONG_MINUTES (default 24) so that it
            # ends, final evaluation included, inside one window (checkpoints do not outlive the machine)
@@ -301,7 +305,7 @@ wait)
   tail -4 "$WORK/equivalence.log" 2>/dev/null; tail -n 2 "$WORK"/runs/*.log 2>/dev/null
   grep -h '"eval/fid"' "$WORK"/runs/*/metrics.jsonl 2>/dev/null | cut -c1-160; cat "$WORK"/runs/*.standing.jsonl 2>/dev/null
   tail -3 "$WORK/equivalence-compile.log" "$WORK/gpu_tests.log" 2>/dev/null; tail -n 2 "$WORK"/fidcheck/*.log 2>/dev/null
-  tail -5 "$WORK/ablate.log" 2>/dev/null; cat "$WORK/concur/summary.txt" 2>/dev/null;
+  tail -5 "$WORK/ablate.log" 2>/dev/null; tail -3 "$WORK/attention-variants.log" 2>/dev/null; cat "$WORK/concur/summary.txt" 2>/dev/null;
   for f in "$WORK"/quality/*/metrics.jsonl; do [ -f "$f" ] && { echo "$f"; grep '"eval/fid"' "$f" | cut -c1-200; tail -1 "$f" | cut -c1-300; }; done
   tail -n 2 "$WORK"/quality/*.log 2>/dev/null; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
   [ -f "$WORK/finished.txt" ] && echo FINISHED
