@@ -28,6 +28,7 @@ from torch import nn
 
 from ..contracts import flag
 from ..registry import LOSS, REGULARIZER, Entry
+from .strategies import strict_fp32
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
                     database=None)  # no .hypothesis folder where `ganzoo check` runs
@@ -83,7 +84,8 @@ def check_loss(name: str | Entry, device: str | torch.device = "cpu") -> None:
         (gg,) = torch.autograd.grad(g, f2)
         assert torch.isfinite(gg).all(), f"{name}.g_loss: non-finite gradient"
 
-    run()
+    with strict_fp32():  # TF32 convs round ~1e-3 apart on CUDA: measure fp32 (see strict_fp32)
+        run()
     check_loss_direction(entry, device, loss)
 
 
@@ -134,7 +136,8 @@ def check_loss_direction(name: str | Entry, device: str | torch.device = "cpu", 
         caught = float(_g_loss(loss, name, g_real, -t(fake).abs()))
         assert fooled < caught, f"{name}.g_loss is {fooled:.4g} when G fools D but {caught:.4g} when it does not"
 
-    run()
+    with strict_fp32():  # TF32 convs round ~1e-3 apart on CUDA: measure fp32 (see strict_fp32)
+        run()
 
 
 class TinyCritic(nn.Module):
@@ -187,7 +190,8 @@ def check_regularizer(name: str | Entry, device: str | torch.device = "cpu") -> 
         if not active:
             assert p == 0, f"{name} declares active = False but its penalty is {p.item()}"
 
-    run()
+    with strict_fp32():  # TF32 convs round ~1e-3 apart on CUDA: measure fp32 (see strict_fp32)
+        run()
     if flag("regularizer", reg, "uses_logits"):
         check_given_logits(entry, device)
     if flag("regularizer", reg, "stateful"):
@@ -231,7 +235,8 @@ def check_given_logits(name: str | Entry, device: str | torch.device = "cpu") ->
             assert any(g is not None and bool(g.abs().sum() > 0) for g in grads), (
                 f"{entry.name}.penalty given D's logits does not reach D's parameters")
 
-    run()
+    with strict_fp32():  # TF32 convs round ~1e-3 apart on CUDA: measure fp32 (see strict_fp32)
+        run()
 
 
 def check_regularizer_state(name: str | Entry, device: str | torch.device = "cpu") -> None:
@@ -259,4 +264,5 @@ def check_regularizer_state(name: str | Entry, device: str | torch.device = "cpu
             assert torch.equal(pa, pb), (f"{entry.name}: a block loaded from state_dict() gives penalty "
                                          f"{pb.item():.6g}, the original {pa.item():.6g} (state kept outside state_dict?)")
 
-    run()
+    with strict_fp32():  # TF32 convs round ~1e-3 apart on CUDA: measure fp32 (see strict_fp32)
+        run()
