@@ -226,16 +226,18 @@ PY
               # process (compilation included): training stops 9.5 minutes after t_start, a few seconds after
               # the process starts (start.txt / end.txt record both ends); FID/KID with 10k EMA samples every
               # SAGAN10_EVAL steps (default 5000; a few seconds each on the GPU, inside the 10 minutes) and at the end.
-      mkdir -p "$WORK/runs"
+              # A lever to try over whole runs: SAGAN10_EXTRA (more --set options, e.g. "--set train.d_steps=2")
+              # with SAGAN10_TAG naming its runs (sagan10<TAG>-s<seed>), so they never mix with the recipe's own.
+      mkdir -p "$WORK/runs"; name="sagan10${SAGAN10_TAG:-}"
       for seed in ${SEEDS:-0 1}; do
-        date -u +%FT%T.%NZ > "$WORK/runs/sagan10-s$seed.start.txt"
-        python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/runs" --name "sagan10-s$seed" --device cuda \
+        date -u +%FT%T.%NZ > "$WORK/runs/$name-s$seed.start.txt"
+        python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/runs" --name "$name-s$seed" --device cuda \
           --set seed="$seed" --set train.time_limit_minutes=9.5 --set eval.every="${SAGAN10_EVAL:-5000}" \
           --set train.sample_every=10000 --set train.checkpoint_every="${SAGAN10_EVAL:-5000}" $SAGAN10_SET \
-          > "$WORK/runs/sagan10-s$seed.log" 2>&1
-        date -u +%FT%T.%NZ > "$WORK/runs/sagan10-s$seed.end.txt"
+          ${SAGAN10_EXTRA:-} > "$WORK/runs/$name-s$seed.log" 2>&1
+        date -u +%FT%T.%NZ > "$WORK/runs/$name-s$seed.end.txt"
       done
-      for seed in ${SEEDS:-0 1}; do standing_evals "$WORK/runs/sagan10-s$seed"; done ;;
+      for seed in ${SEEDS:-0 1}; do standing_evals "$WORK/runs/$name-s$seed"; done ;;
     attnvar)  # issue 20: every registered attention block at 32x32/C256, 64x64/C128, 128x128/C64, batch 64,
               # fp32 and bf16, forward+backward (benchmarks/attention.py's variants table), alone on the GPU
       timeout 300 python3 benchmarks/attention.py --variants-only --out "$WORK/attention-variants" \
