@@ -261,3 +261,33 @@ def test_commands_refuse_checkpoints_holding_pickled_code(tmp_path, capsys):
         code, err = in_process(capsys, *cmd)
         assert code == 2 and "refused" in one_line(err)
     assert not marker.exists() and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("cores, busy, threads", [
+    (2, 0.0, None), (2, 0.3, None),   # idle: PyTorch's default, one thread per core
+    (2, 0.7, 1), (2, 1.0, 1), (2, 3.5, 1),  # another process on a core (or more): the core left, at least one
+    (16, 4.2, 12), (16, 0.4, None), (1, 0.9, None),
+])
+def test_cpu_threads_are_the_cores_left_over(cores, busy, threads):
+    from ganzoo.commands.run import threads_for
+
+    assert threads_for(cores, busy) == threads
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat")
+def test_busy_cores_sees_a_busy_core_now():
+    """A spinning process counts as a busy core while it runs (measured now, from /proc/stat: the 1-minute
+    load average also remembered processes that had ended, and the next run trained on one thread of an
+    idle machine, 1.7x slower)."""
+    from ganzoo.commands.run import busy_cores
+
+    cores = os.cpu_count() or 1
+    spin = subprocess.Popen([sys.executable, "-c", "print(flush=True)\nwhile True: pass"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        spin.stdout.readline()  # it runs
+        busy = busy_cores(cores, sample_s=0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert 0.7 <= busy <= cores

@@ -100,10 +100,10 @@ def _main(args: argparse.Namespace) -> int:
 
 def set_cpu_threads(threads: int | None, device: str) -> None:
     """Intra-op threads for a CPU run: ``--threads``, else OMP_NUM_THREADS (PyTorch reads it), else
-    PyTorch's default (one per core) unless the CPU is already busy: with a 1-minute load average of at
-    least half the cores, the cores left over (at least one). Measured on 2 cores
-    (docs/training.md): idle, two threads ran the quickstart 1.7x faster than one; with other work
-    running, two threads were 4x slower than one. Nothing changes for CUDA runs."""
+    PyTorch's default (one per core) unless the CPU is busy now (:func:`busy_cores`): then the cores
+    left over, rounded, at least one. Measured on 2 cores (docs/training.md):
+    idle, two threads ran the quickstart 1.7x faster than one; with other work running, two threads
+    were 4x slower than one. Nothing changes for CUDA runs."""
     if str(device).split(":")[0] not in ("cpu", "auto"):
         return
     import torch
@@ -114,8 +114,45 @@ def set_cpu_threads(threads: int | None, device: str) -> None:
         if os.environ.get("OMP_NUM_THREADS"):
             return
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        if load < cores / 2:
+        threads = threads_for(cores, busy_cores(cores))
+        if threads is None:
             return
-        threads = max(1, min(cores, round(cores - load)))
     torch.set_num_threads(threads)
+
+
+def threads_for(cores: int, busy: float) -> int | None:
+    """The thread count for ``cores`` cores of which ``busy`` are in use by others: the cores left over,
+    rounded, at least one; ``None`` (PyTorch's default, one per core) when that is all of them."""
+    left = max(1, min(cores, round(cores - busy)))
+    return None if left == cores else left
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(idle, total) jiffies of all CPUs from /proc/stat; None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 4:
+        return None
+    return fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields[:8])  # idle + iowait; no guest time
+
+
+def busy_cores(cores: int, sample_s: float = 0.3) -> float:
+    """How many of ``cores`` other processes keep busy *now*: CPU use over ``sample_s`` seconds from
+    /proc/stat (this process is idle meanwhile), scaled to this process's cores. Not the load average:
+    its minute-long memory made a run started right after another one take one thread on an idle 2-core
+    machine and train 1.7x slower (2026-12-05). Without /proc/stat, the 1-minute load average."""
+    import time
+
+    first = _cpu_times()
+    if first is None:
+        return min(float(cores), os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0.0
+    time.sleep(sample_s)
+    second = _cpu_times()
+    if second is None or second[1] <= first[1]:
+        return 0.0
+    idle, total = second[0] - first[0], second[1] - first[1]
+    all_cores = os.cpu_count() or cores
+    return max(0.0, min(float(cores), (1.0 - idle / total) * all_cores))
