@@ -48,6 +48,27 @@ def check_common(ds, n, c, res, num_classes):
 
 
 # ----------------------------------------------------------------------------- synthetic
+def test_synthetic_shape_scale_draws_the_same_shapes_larger():
+    """``shape_scale`` (the quickstart's 1.6) keeps every random draw, so labels are the same and the
+    default scale gives the pixels it always gave; larger shapes cover more of each image."""
+    from ganzoo.datasets.synthetic import generate
+
+    cfg = {"type": "synthetic", "num_images": 64, "num_test_images": 8, "seed": 3, "cache": False}
+    a, big = DATASET.build(cfg, 32), DATASET.build({**cfg, "shape_scale": 1.6}, 32)
+    assert torch.equal(a.images, DATASET.build({**cfg, "shape_scale": 1.0}, 32).images)
+    assert torch.equal(a.labels, big.labels) and a.content_hash != big.content_hash
+    x, y = generate(64, 32, 10, 3, shape_scale=1.0)
+    assert torch.equal(a.images, torch.from_numpy(x))
+    # a shape is saturated and bright against a dark, greyish background: count its pixels
+    def coverage(images):
+        rgb = images.float() / 255
+        sat = rgb.amax(1) - rgb.amin(1)
+        return ((sat > 0.3) & (rgb.amax(1) > 0.6)).float().mean().item()
+    assert coverage(big.images) > 1.8 * coverage(a.images)
+    with pytest.raises(Exception, match="shape_scale"):
+        DATASET.build({**cfg, "shape_scale": 3.0}, 32)
+
+
 def test_synthetic_shapes_determinism_and_splits():
     cfg = {"type": "synthetic", "num_images": 300, "num_test_images": 50, "seed": 3, "cache": False}
     a = DATASET.build(cfg, 32)

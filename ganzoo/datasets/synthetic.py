@@ -31,6 +31,8 @@ class SyntheticConfig(BlockConfig):
     num_test_images: int = Field(2000, ge=1, le=10_000_000, description="images in the test split")
     num_classes: int = Field(10, ge=1, le=len(CLASSES), description="use the first N shape classes")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the generator (train and test differ)")
+    shape_scale: float = Field(1.0, ge=0.25, le=2.0, description="size of the shapes relative to the default "
+                               "(0.38-0.6 of half the image side): larger shapes are easier to learn and to see")
     channels: Literal[1, 3] = Field(3, description="3: RGB, 1: greyscale (luma)")
     cache: bool = Field(True, description="keep the generated array in the cache dir ($GANZOO_CACHE)")
 
@@ -52,9 +54,12 @@ class Synthetic(ImageDataset):
         n = cfg.num_images if split == "train" else cfg.num_test_images
         identity = {"version": VERSION, "n": n, "classes": cfg.num_classes, "seed": cfg.seed,
                     "channels": cfg.channels, "resolution": resolution}
+        if cfg.shape_scale != 1.0:  # the default keeps the cache key (and pixels) it always had
+            identity["shape_scale"] = cfg.shape_scale
 
         def build():
-            images, labels = generate(n, resolution, cfg.num_classes, cfg.seed, SPLITS[split], cfg.channels)
+            images, labels = generate(n, resolution, cfg.num_classes, cfg.seed, SPLITS[split], cfg.channels,
+                                      cfg.shape_scale)
             return images, labels, CLASSES[: cfg.num_classes]
 
         loaded = ImageDataset.cached("synthetic", identity, build, split=split,
@@ -111,12 +116,14 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-def generate(n: int, resolution: int, num_classes: int, seed: int, split_id: int = 0, channels: int = 3):
-    """``n`` images uint8 ``[n, channels, res, res]`` and their labels, deterministic in the arguments."""
+def generate(n: int, resolution: int, num_classes: int, seed: int, split_id: int = 0, channels: int = 3,
+             shape_scale: float = 1.0):
+    """``n`` images uint8 ``[n, channels, res, res]`` and their labels, deterministic in the arguments
+    (``shape_scale`` scales every shape's size; the random draws are the same at any scale)."""
     rng = np.random.default_rng([seed, split_id, VERSION])
     labels = rng.integers(0, num_classes, size=n).astype(np.int64)
     center = rng.uniform(-0.25, 0.25, size=(n, 2)).astype(np.float32)
-    size = rng.uniform(0.38, 0.6, size=n).astype(np.float32)
+    size = (rng.uniform(0.38, 0.6, size=n) * shape_scale).astype(np.float32)
     angle = rng.uniform(-0.3, 0.3, size=n).astype(np.float32)
     fg = _hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.55, 1.0, n), rng.uniform(0.75, 1.0, n))
     bg_hue = rng.uniform(0, 1, (n, 2))
