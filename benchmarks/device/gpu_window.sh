@@ -20,12 +20,17 @@
 # after stage1, from the training speed the prewarm run measured (ABLATE_STEPS overrides it); see the
 # ablate job.
 #
+# The long run (JOBS=long) crosses windows: before a window ends, `run bash benchmarks/device/gpu_window.sh
+# ckpt_out long-s0 0` and `... ckpt_out long-s0 4` bring its last checkpoint back in 15 MiB parts; here
+# `bash benchmarks/device/keep_parts.sh long-s0 /work/.device/N /work/.device/M` checks and files them; the
+# next window carries them in (`ckpt_in a`, `b`, `c`, one call each, before stage3) and the long job resumes.
+#
 # Call the next `run` at once: a machine idle for 30 s is given back with everything on it (this lost a
 # whole window on 2026-11-24). A machine also goes back after 30 minutes held.
 set -uo pipefail
 phase=${1:?phase}
-ROOT=/root/assets
-WORK=/root/work
+ROOT=${GPU_WINDOW_ROOT:-/root/assets}   # staged data and weights (and checkpoint parts, ckpt_in)
+WORK=${GPU_WINDOW_WORK:-/root/work}     # run folders and logs
 export GANZOO_CACHE=/root/cache PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 mkdir -p "$WORK"
 # the ablation's speed options: CUDA graph + resampling folded into the convs (the same maths: exact
@@ -70,7 +75,46 @@ pack() {  # small files only: metrics, recipes, commands, logs, last sample grid
   ls -la "$dest"
 }
 
+PART_SIZE=${GPU_WINDOW_PART_SIZE:-15M}  # a checkpoint part (split -b): 4 of them and the run's small files fit one
+                                        # call's 64 MiB back (16 MiB a file); the CPU test uses small parts
+
+rebuild_run() {  # run folder $WORK/runs/$1 from carried parts: its small files, then its last checkpoint,
+                 # reassembled and checked against the sha256 it was sent with (ganzoo checks its own digest too)
+  local run=$1 parts=("$ROOT/ckpt/$1".step-*.pt.part-*)
+  [ -f "${parts[0]}" ] || { echo "rebuild_run: no checkpoint parts of $run in $ROOT/ckpt"; return 1; }
+  local name; name=$(basename "${parts[0]}"); name=${name#"$run".}; name=${name%.part-*}
+  mkdir -p "$WORK/runs" && tar xzf "$ROOT/ckpt/$run.small.tar.gz" -C "$WORK/runs" || return 1
+  mkdir -p "$WORK/runs/$run/checkpoints" && cat "${parts[@]}" > "$WORK/runs/$run/checkpoints/$name" || return 1
+  (cd "$WORK/runs/$run/checkpoints" && echo "$(cut -d' ' -f1 "$ROOT/ckpt/$run.sha256")  $name" | sha256sum -c --quiet) \
+    || { echo "rebuild_run: $run/checkpoints/$name does not match its sha256"; rm -rf "${WORK:?}/runs/$run"; return 1; }
+  echo "rebuild_run: $run from $name ($(ls "${parts[@]}" | wc -l) parts)"
+}
+
 case "$phase" in
+ckpt_out)  # `ckpt_out RUN FIRST`: RUN's last checkpoint back to this machine in 15 MiB parts, 4 per call from
+           # part FIRST (0, then 4; a 100 MB CIFAR checkpoint is 7 parts), the run's small files (no
+           # checkpoints) and the checkpoint's sha256 with the first call. Files come back under $OUT.
+  run=${2:?run}; first=${3:-0}; d="$WORK/parts/$run"
+  if [ ! -f "$d/done" ]; then
+    ck=$(ls "$WORK/runs/$run/checkpoints"/step-*.pt 2>/dev/null | sort | tail -1)
+    [ -n "$ck" ] || { echo "ckpt_out: no checkpoint in $WORK/runs/$run/checkpoints"; exit 1; }
+    rm -rf "$d" && mkdir -p "$d" || exit 1
+    split -b "$PART_SIZE" -d -a 2 "$ck" "$d/$run.$(basename "$ck").part-" || exit 1
+    echo "$(sha256sum "$ck" | cut -d' ' -f1) $(ls "$d"/*.part-* | wc -l)" > "$d/$run.sha256"  # digest, part count
+    (cd "$WORK/runs" && tar czf "$d/$run.small.tar.gz" --exclude='*.pt' "$run") || exit 1
+    touch "$d/done"
+  fi
+  mkdir -p "${OUT:?}"
+  ls "$d"/*.part-* | tail -n +$(( first + 1 )) | head -4 | while read -r f; do cp "$f" "$OUT"/; done
+  if [ "$first" = 0 ]; then cp "$d/$run.sha256" "$d/$run.small.tar.gz" "$OUT"/; fi
+  n=$(ls "$d"/*.part-* | wc -l)
+  echo "parts of $run: $n; sent from part $first:"; ls -la "$OUT"
+  if [ $(( first + 4 )) -lt "$n" ]; then echo "more parts: ckpt_out $run $(( first + 4 ))"; fi ;;
+ckpt_in)  # `run carry [.devcache/ckpt/a]  bash benchmarks/device/gpu_window.sh ckpt_in a` (then b, c): carried parts
+          # to $ROOT/ckpt, where the long job finds them
+  mkdir -p "$ROOT/ckpt" && cp ".devcache/ckpt/${2:?folder}"/* "$ROOT/ckpt"/ && ls -la "$ROOT/ckpt" ;;
+rebuild)  # `rebuild RUN`: the run folder from the carried parts, as the long job does before it resumes
+  rebuild_run "${2:?run}" ;;
 stage1) date +%s > /root/window-start  # the ablation's budget counts from here
   mkdir -p "$ROOT" && cp .devcache/p1/* "$ROOT"/ && ls -la "$ROOT"
   nvidia-smi -L; command -v nvidia-cuda-mps-control || echo "no nvidia-cuda-mps-control" ;;
@@ -245,12 +289,23 @@ PY
     long)  # issue 16's long run: recipes/sagan.yaml with the fastest settings, seed LONG_SEED (default 0), to
            # 100k G steps (the recipe's), FID/KID every 10k; capped at LONG_MINUTES (default 24) so that it
            # ends, final evaluation included, inside one window (checkpoints do not outlive the machine)
-      mkdir -p "$WORK/runs"; seed=${LONG_SEED:-0}
-      date -u +%FT%T.%NZ > "$WORK/runs/long-s$seed.start.txt"
-      python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/runs" --name "long-s$seed" --device cuda \
-        --set seed="$seed" --set train.time_limit_minutes="${LONG_MINUTES:-24}" --set eval.every=10000 \
-        --set train.sample_every=10000 --set train.checkpoint_every=10000 $SAGAN10_SET > "$WORK/runs/long-s$seed.log" 2>&1
-      date -u +%FT%T.%NZ > "$WORK/runs/long-s$seed.end.txt" ;;
+           # Across windows: `ckpt_out long-s0 0` / `ckpt_out long-s0 4` bring its last checkpoint back in parts,
+           # benchmarks/device/keep_parts.sh files them under .devcache/ckpt/, and the next window's `ckpt_in`
+           # calls carry them in; this job then rebuilds the run folder and continues it with --resume.
+      mkdir -p "$WORK/runs"; seed=${LONG_SEED:-0}; run="long-s$seed"
+      date -u +%FT%T.%NZ >> "$WORK/runs/$run.start.txt"
+      if [ ! -d "$WORK/runs/$run" ] && [ -f "$ROOT/ckpt/$run.small.tar.gz" ]; then
+        rebuild_run "$run" || exit 1
+      fi
+      if [ -d "$WORK/runs/$run" ]; then
+        python3 -m ganzoo run --resume "$WORK/runs/$run" --set train.time_limit_minutes="${LONG_MINUTES:-24}" \
+          >> "$WORK/runs/$run.log" 2>&1
+      else
+        python3 -m ganzoo run recipes/sagan.yaml --out "$WORK/runs" --name "$run" --device cuda \
+          --set seed="$seed" --set train.time_limit_minutes="${LONG_MINUTES:-24}" --set eval.every=10000 \
+          --set train.sample_every=10000 --set train.checkpoint_every=10000 $SAGAN10_SET >> "$WORK/runs/$run.log" 2>&1
+      fi
+      date -u +%FT%T.%NZ >> "$WORK/runs/$run.end.txt" ;;
     ddp)  # issue 9: torchrun --nproc_per_node=1 against a plain run (and a second plain run as the control),
           # fp32 without TF32, deterministic kernels, for a tight comparison
       CONTROL=1 FP32=1 OUT="$WORK/ddp" PYTHON=python3 timeout 400 bash benchmarks/ddp_check.sh recipes/sagan.yaml 200 1 \

@@ -1,0 +1,105 @@
+"""The long run's checkpoint crosses GPU windows in parts (benchmarks/device/gpu_window.sh ``ckpt_out``,
+``ckpt_in``, ``rebuild``; benchmarks/device/keep_parts.sh): run here on the CPU with small parts, the
+phases rebuild a run folder that ``ganzoo run --resume`` continues from the step it reached, and a
+missing or foreign part is refused before anything is filed."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, tiny_recipe
+
+pytestmark = pytest.mark.skipif(shutil.which("split") is None or shutil.which("sha256sum") is None,
+                                reason="needs coreutils (split, sha256sum)")
+SCRIPT = REPO / "benchmarks" / "device" / "gpu_window.sh"
+KEEP = REPO / "benchmarks" / "device" / "keep_parts.sh"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV.pop("GANZOO_INCEPTION_WEIGHTS", None)
+
+
+def sh(*args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
+    out = subprocess.run(["bash", *map(str, args)], cwd=cwd, env={**ENV, **(env or {})},
+                         capture_output=True, text=True, timeout=120)
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def ganzoo(*args, cwd) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "ganzoo", *map(str, args)], cwd=cwd, env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+@pytest.fixture
+def sent(tmp_path):
+    """A 4-step CPU run ``long-s0`` on the 'device', and its last checkpoint sent back in two ckpt_out calls
+    (parts of 96 KiB: 7 of them, so the second call is needed)."""
+    device = tmp_path / "device"
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(train={"steps": 4, "batch_size": 4, "log_every": 1, "sample_every": 0,
+                                                        "checkpoint_every": 2})))
+    ganzoo("run", recipe, "--out", device / "work" / "runs", "--name", "long-s0", "--device", "cpu", cwd=tmp_path)
+    env = {"GPU_WINDOW_WORK": str(device / "work"), "GPU_WINDOW_ROOT": str(device / "assets"),
+           "GPU_WINDOW_PART_SIZE": "96K"}
+    calls = []
+    for first in (0, 4):
+        out = tmp_path / f"call{first}"
+        sh(SCRIPT, "ckpt_out", "long-s0", first, cwd=REPO, env={**env, "OUT": str(out)})
+        calls.append(out)
+    return tmp_path, calls
+
+
+def test_a_checkpoint_sent_in_parts_resumes_in_the_next_window(sent):
+    tmp_path, calls = sent
+    parts = sorted(p.name for c in calls for p in c.glob("*.part-*"))
+    assert len(parts) > 4 and len(list(calls[0].glob("*.part-*"))) == 4  # four a call: 64 MiB back at 15 MiB each
+    assert (calls[0] / "long-s0.small.tar.gz").exists() and not list(calls[1].glob("*.tar.gz"))
+    # here: check and file the parts, three a folder
+    home = tmp_path / "home"
+    home.mkdir()
+    out = sh(KEEP, "long-s0", *calls, cwd=home).stdout
+    folders = sorted(p.name for p in (home / ".devcache" / "ckpt").iterdir())
+    assert folders[0] == "a" and all(len(list((home / ".devcache/ckpt" / f).glob("*.part-*"))) <= 3 for f in folders)
+    assert out.count("ckpt_in") == len(folders)
+    # the next window: a fresh device, each folder carried in by its own call, then the run rebuilt
+    window = {"GPU_WINDOW_WORK": str(tmp_path / "device2" / "work"), "GPU_WINDOW_ROOT": str(tmp_path / "device2" / "assets")}
+    for f in folders:
+        sh(SCRIPT, "ckpt_in", f, cwd=home, env=window)
+    sh(SCRIPT, "rebuild", "long-s0", cwd=REPO, env=window)
+    run = tmp_path / "device2" / "work" / "runs" / "long-s0"
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == ["step-00000004.pt"]
+    assert (run / "metrics.jsonl").exists() and (run / "recipe.yaml").exists()
+    ganzoo("run", "--resume", run, "--set", "train.steps=6", "--device", "cpu", cwd=tmp_path)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "loss/d" in line]
+    assert steps[:4] == [1, 2, 3, 4] and steps[-1] == 6 and 5 in steps  # continued from step 4, not from 0
+
+
+def test_a_missing_or_foreign_part_is_refused(sent):
+    tmp_path, calls = sent
+    home = tmp_path / "home"
+    home.mkdir()
+    out = sh(KEEP, "long-s0", calls[0], cwd=home, check=False)  # the second call's parts never fetched
+    assert out.returncode == 1 and "part-04 of its 7 parts is missing" in out.stderr and "ckpt_out long-s0 4" in out.stderr
+    assert not (home / ".devcache").exists()
+    second = calls[1]
+    first_of_second = sorted(second.glob("*.part-*"))[0]
+    moved = tmp_path / first_of_second.name
+    first_of_second.rename(moved)
+    out = sh(KEEP, "long-s0", *calls, cwd=home, check=False)
+    assert out.returncode == 1 and f"{moved.name.rsplit('.', 1)[1]} of its 7 parts is missing" in out.stderr
+    assert not (home / ".devcache").exists()
+    moved.write_bytes(b"\0" * moved.stat().st_size)  # same size, other bytes
+    moved.rename(first_of_second)
+    out = sh(KEEP, "long-s0", *calls, cwd=home, check=False)
+    assert out.returncode == 1 and "do not match the checkpoint's sha256" in out.stderr
+    assert not (home / ".devcache").exists()
