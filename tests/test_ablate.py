@@ -97,3 +97,27 @@ def test_report_from_run_folders_alone(ablation, tmp_path):
     assert "Table 1" not in text and "| tiny-none |" in text
     bad = run_ganzoo("report", str(tmp_path), "--out", str(tmp_path / "x.md"), env=env)
     assert bad.returncode == 2 and "not a ganzoo run folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_ablate_spreads_runs_over_several_devices(tmp_path):
+    """``--device cpu cpu``: two places, so both runs start before either ends, each with its device on its
+    command line; a device the machine lacks is refused before anything runs."""
+    from ganzoo.commands.ablate import slots
+
+    assert slots(["cuda:0", "cuda:1"], 2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    recipes = []
+    for name, att in (("two-none", "[]"), ("two-feat16", "[16]")):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(TINY.format(quickstart=REPO / "recipes" / "quickstart.yaml", name=name, att=att, weights=WEIGHTS)
+                        + "\n")
+        recipes.append(str(path))
+    env = {"GANZOO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1"}
+    common = [*recipes, "--seeds", "0", "--steps", "2", "--set", "eval.metrics=[]", "--out", str(tmp_path / "runs")]
+    out = run_ganzoo("ablate", *common, "--device", "cpu", "cpu", env=env, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    events = [line.split()[0] for line in out.stdout.splitlines() if line.startswith(("start ", "done "))]
+    assert events[:3] == ["start", "start", "done"]
+    for name in ("two-none-s0", "two-feat16-s0"):
+        assert (tmp_path / "runs" / name / "command.txt").read_text().rstrip().endswith("--device cpu")
+    bad = run_ganzoo("ablate", *common, "--device", "cpu", "nonsense", env=env)
+    assert bad.returncode == 2 and "unknown device 'nonsense'" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,4 +1,4 @@
-"""ganzoo ablate RECIPE... [--seeds 0 1] [--steps N | --minutes M] [--jobs K]"""
+"""ganzoo ablate RECIPE... [--seeds 0 1] [--steps N | --minutes M] [--device D [D ...]] [--jobs K]"""
 from __future__ import annotations
 
 import argparse
@@ -32,11 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", default=None)
     p.add_argument("--notes", default=None, help="a file whose text goes under the report's title")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs at once (default 1). Measured on an H100 with eager SAGAN-32 steps (launch-bound): "
-                        "1, 2, 3, 4 runs at once trained 797, 2049, 2447, 2462 img/s in all, so 2-3 pay off; "
-                        "15 at once ran out of memory evaluating. With --steps, images/s in the report are per "
-                        "run and shrink with --jobs")
-    p.add_argument("--device", default="auto")
+                   help="runs at once on each device (default 1). Measured on an H100 with eager SAGAN-32 steps "
+                        "(launch-bound): 1, 2, 3, 4 runs at once trained 797, 2049, 2447, 2462 img/s in all, so 2-3 "
+                        "pay off; 15 at once ran out of memory evaluating. With --steps, images/s in the report are "
+                        "per run and shrink with --jobs")
+    p.add_argument("--device", nargs="+", default=["auto"], metavar="DEVICE",
+                   help="where runs train (default auto); several (--device cuda:0 cuda:1 ...) spread the runs "
+                        "over them, --jobs at a time on each: a study on an 8-GPU host runs 8 runs at once, each "
+                        "alone on its GPU")
     add_set_argument(p)
 
 
@@ -65,13 +68,21 @@ def plan(args: argparse.Namespace) -> list[dict]:
             recipe = load_recipe(path, overrides)  # validate everything before running anything
             name = check_run_name(f"{recipe.name}-s{seed}", str(path))
             run_dir = out / name
-            cmd = ["ganzoo", "run", str(path), "--out", str(out), "--name", name, "--device", args.device]
+            cmd = ["ganzoo", "run", str(path), "--out", str(out), "--name", name]  # + --device when it starts
             cmd += [a for o in overrides for a in ("--set", o)]
             state = "done" if (run_dir / DONE).is_file() else "resume" if (run_dir / "recipe.yaml").is_file() else "new"
             if state == "resume":
                 cmd += ["--resume", str(run_dir)]
             jobs.append({"name": name, "dir": run_dir, "cmd": cmd, "state": state})
     return jobs
+
+
+def slots(devices: list[str], jobs: int) -> list[str]:
+    """The free places to start a run: each device ``jobs`` times, devices interleaved, so that runs
+    spread over the devices before any device takes a second one."""
+    if jobs < 1:
+        raise GanzooError(f"ablate: --jobs must be at least 1, got {jobs}")
+    return [d for _ in range(jobs) for d in devices]
 
 
 def _start(job: dict, log_dir: Path) -> subprocess.Popen:
@@ -90,6 +101,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from ..training.build import resolve_device
+
+    for device in args.device:  # a device this machine lacks: one line now, not a failure per run later
+        resolve_device(device)
+    free = slots(args.device, args.jobs)
     jobs = plan(args)
     out = Path(args.out)
     report = Path(args.report) if args.report else out / "report.md"
@@ -98,19 +114,21 @@ def _main(args: argparse.Namespace) -> int:
     todo = [j for j in jobs if j["state"] != "done"]
     for j in jobs:
         print(f"{j['name']}: {'finished, skipped' if j['state'] == 'done' else j['state']}")
-    running: list[tuple[dict, subprocess.Popen, float]] = []
+    running: list[tuple[dict, subprocess.Popen, float, str]] = []
     failed = []
     while todo or running:
-        while todo and len(running) < max(1, args.jobs):
-            job = todo.pop(0)
+        while todo and free:
+            job, device = todo.pop(0), free.pop(0)
+            job["cmd"] += ["--device", device]
             print(escape(f"start {job['name']}: {shlex.join(job['cmd'])}"), flush=True)
-            running.append((job, _start(job, out / "logs"), time.time()))
+            running.append((job, _start(job, out / "logs"), time.time(), device))
         time.sleep(0.5)
         for item in list(running):
-            job, proc, t0 = item
+            job, proc, t0, device = item
             if proc.poll() is None:
                 continue
             running.remove(item)
+            free.insert(0, device)  # its device takes the next run
             if proc.returncode == 0:
                 cmd = shlex.join([c for c in job["cmd"] if c != "--resume" and c != str(job["dir"])])
                 (job["dir"] / "command.txt").write_text(cmd + "\n")
