@@ -25,6 +25,11 @@
 # `bash benchmarks/device/keep_parts.sh long-s0 /work/.device/N /work/.device/M` checks and files them; the
 # next window carries them in (`ckpt_in a`, `b`, `c`, one call each, before stage3) and the long job resumes.
 #
+# A study (JOBS=study; issues 19 and 20) also crosses windows, by its finished runs alone: on a multi-GPU kind
+# (`run kind=nvidia-h100-x8 ...`) it trains one run per GPU; after the window, `bash benchmarks/device/
+# keep_study.sh docs/ablations/runs-50k /work/.device/N/results.tar.gz` keeps the finished runs' small files,
+# commit them, and the next window's study job skips them.
+#
 # Call the next `run` at once: a machine idle for 30 s is given back with everything on it (this lost a
 # whole window on 2026-11-24). A machine also goes back after 30 minutes held.
 set -uo pipefail
@@ -69,6 +74,7 @@ start_mps() {  # MPS daemon for runs sharing the GPU (MPS=0: off); sets mps=1 on
 
 pack() {  # small files only: metrics, recipes, commands, logs, last sample grids, reports
   local dest=${OUT:-/tmp}/results.tar.gz
+  mkdir -p "$(dirname "$dest")"
   (cd "$WORK" && find . -type f \( -name '*.jsonl' -o -name '*.yaml' -o -name '*.txt' -o -name '*.log' \
       -o -name '*.json' -o -name '*.md' -o -name '*.png' \) -size -4M -print0 \
       | tar czf "$dest" --null -T - 2>/dev/null)
@@ -110,6 +116,8 @@ ckpt_out)  # `ckpt_out RUN FIRST`: RUN's last checkpoint back to this machine in
   n=$(ls "$d"/*.part-* | wc -l)
   echo "parts of $run: $n; sent from part $first:"; ls -la "$OUT"
   if [ $(( first + 4 )) -lt "$n" ]; then echo "more parts: ckpt_out $run $(( first + 4 ))"; fi ;;
+pack)  # results.tar.gz of the small files under $WORK into $OUT (what `wait` sends back at its end)
+  pack ;;
 ckpt_in)  # `run carry [.devcache/ckpt/a]  bash benchmarks/device/gpu_window.sh ckpt_in a` (then b, c): carried parts
           # to $ROOT/ckpt, where the long job finds them
   mkdir -p "$ROOT/ckpt" && cp ".devcache/ckpt/${2:?folder}"/* "$ROOT/ckpt"/ && ls -la "$ROOT/ckpt" ;;
@@ -282,6 +290,24 @@ PY
         date -u +%FT%T.%NZ > "$WORK/runs/$name-s$seed.end.txt"
       done
       for seed in ${SEEDS:-0 1}; do standing_evals "$WORK/runs/$name-s$seed"; done ;;
+    study)  # issues 19 and 20: STUDY_RECIPES (default recipes/ablations/*.yaml) x STUDY_SEEDS (default 0 1 2 3) at
+            # STUDY_STEPS G steps (default 50000), the fastest settings, FID/KID with 10k EMA samples every STUDY_EVAL
+            # steps (default 10000), one sample grid at the end (results.tar.gz is one file of at most 16 MiB),
+            # spread over every GPU of the host (ganzoo ablate --device cuda:0 ... cuda:N-1:
+            # one run per GPU, each alone on it). A study takes several windows: commit the finished runs' small
+            # files after each under STUDY_DIR (default docs/ablations/runs-50k; keep_study.sh does it), and the
+            # next window copies them in with their ablate-done.json, so ablate skips them. A run cut by the
+            # window's end starts again (its checkpoints do not outlive the machine).
+      out="$WORK/study"; mkdir -p "$out"; kept=0
+      for d in "${STUDY_DIR:-docs/ablations/runs-50k}"/*/; do
+        if [ -f "$d/ablate-done.json" ]; then cp -a "$d" "$out"/ && kept=$(( kept + 1 )); fi
+      done
+      devices=${STUDY_DEVICES:-$(nvidia-smi -L | awk '{ printf "cuda:%d ", NR - 1 }')}  # (the CPU test: "cpu cpu")
+      echo "study: $kept finished runs kept from earlier windows; devices: $devices" | tee "$WORK/study_plan.txt"
+      python3 -m ganzoo ablate ${STUDY_RECIPES:-recipes/ablations/*.yaml} --seeds ${STUDY_SEEDS:-0 1 2 3} \
+        --steps "${STUDY_STEPS:-50000}" --device $devices --out "$out" ${STUDY_SET-$SAGAN10_SET} \
+        --set eval.every="${STUDY_EVAL:-10000}" --set train.sample_every="${STUDY_STEPS:-50000}" \
+        --set train.checkpoint_every="${STUDY_EVAL:-10000}" --report "$out/report.md" > "$WORK/study.log" 2>&1 ;;
     attnvar)  # issue 20: every registered attention block at 32x32/C256, 64x64/C128, 128x128/C64, batch 64,
               # fp32 and bf16, forward+backward (benchmarks/attention.py's variants table), alone on the GPU
       timeout 300 python3 benchmarks/attention.py --variants-only --out "$WORK/attention-variants" \

@@ -1,0 +1,68 @@
+"""The multi-window study (benchmarks/device/gpu_window.sh job ``study``, benchmarks/device/keep_study.sh),
+run on the CPU with ``cpu`` standing in for the GPUs: the first window's finished runs are kept as small
+files, a cut run is left out, and the next window skips what was kept and trains only the rest."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, tiny_recipe
+
+pytestmark = pytest.mark.skipif(shutil.which("tar") is None, reason="needs tar")
+SCRIPT = REPO / "benchmarks" / "device" / "gpu_window.sh"
+KEEP = REPO / "benchmarks" / "device" / "keep_study.sh"
+
+
+def window(tmp_path: Path, work: str, recipes: list[Path], kept: Path) -> tuple[str, Path]:
+    """The `jobs` phase with JOBS=study on a fresh 'machine', then `pack`: its log and results.tar.gz."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # python3: this interpreter
+           "GANZOO_CACHE": str(tmp_path / "cache"), "GPU_WINDOW_WORK": str(tmp_path / work),
+           "GPU_WINDOW_ROOT": str(tmp_path / work / "assets"), "OUT": str(tmp_path / work / "out"),
+           "JOBS": "study", "STUDY_DEVICES": "cpu cpu", "STUDY_SEEDS": "0", "STUDY_STEPS": "2", "STUDY_EVAL": "2",
+           "STUDY_SET": "", "STUDY_RECIPES": " ".join(map(str, recipes)), "STUDY_DIR": str(kept)}
+    env.pop("GANZOO_INCEPTION_WEIGHTS", None)
+    jobs = subprocess.run(["bash", str(SCRIPT), "jobs"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert jobs.returncode == 0 and "study exit 0" in jobs.stdout, jobs.stdout + jobs.stderr
+    return (tmp_path / work / "study.log").read_text(), tmp_path / work
+
+
+def pack(tmp_path: Path, work: Path) -> Path:
+    env = {**os.environ, "GPU_WINDOW_WORK": str(work), "OUT": str(work / "out")}
+    subprocess.run(["bash", str(SCRIPT), "pack"], cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
+    return work / "out" / "results.tar.gz"
+
+
+def test_a_study_continues_in_the_next_window_from_the_runs_kept(tmp_path):
+    recipes = []
+    for name, att in (("st-none", []), ("st-feat16", [16])):
+        data = tiny_recipe(name=name, generator={"attention_resolutions": att},
+                           discriminator={"attention_resolutions": att},
+                           train={"batch_size": 4, "log_every": 1}, eval={"metrics": []})
+        recipes.append(tmp_path / f"{name}.yaml")
+        recipes[-1].write_text(yaml.safe_dump(data))
+    kept = tmp_path / "docs-runs"
+    log, work = window(tmp_path, "w1", recipes, kept)
+    assert "st-none-s0: new" in log and "st-feat16-s0: new" in log
+    # the window ends while st-feat16-s0 still trains: it has no ablate-done.json
+    (work / "study" / "st-feat16-s0" / "ablate-done.json").unlink()
+    out = subprocess.run(["bash", str(KEEP), str(kept), str(pack(tmp_path, work))], capture_output=True, text=True,
+                         check=True).stdout
+    assert "kept 1 finished runs" in out and "st-feat16-s0" in out.splitlines()[-1]
+    assert sorted(p.name for p in kept.iterdir()) == ["st-none-s0"]
+    files = sorted(p.relative_to(kept / "st-none-s0").as_posix() for p in (kept / "st-none-s0").rglob("*") if p.is_file())
+    assert {"recipe.yaml", "metrics.jsonl", "command.txt", "ablate-done.json", "train.log"} <= set(files)
+    assert not any(f.endswith(".pt") for f in files) and any(f.startswith("samples/") for f in files)
+    # the next window, on a fresh machine: the kept run is skipped, the cut one trains, the report has both
+    log, work = window(tmp_path, "w2", recipes, kept)
+    assert "st-none-s0: finished, skipped" in log and "st-feat16-s0: new" in log
+    assert "start st-none-s0" not in log and "done  st-feat16-s0" in log
+    report = (work / "study" / "report.md").read_text()
+    assert "| st-none |" in report and "| st-feat16 |" in report
+    assert "1 finished runs kept" in (work / "study_plan.txt").read_text()
