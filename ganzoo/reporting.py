@@ -435,25 +435,97 @@ def _plot_final(variants: list[Variant], key: str, out: Path) -> bool:
 def build_report(
     run_dirs: Sequence[str | Path], out: str | Path, command: Sequence[str] | None = None,
     title: str | None = None, notes: str | None = None, paper_table: bool = True, variant_from: str = "recipe",
-    baseline: str | None = None, paired: bool = True,
+    baseline: str | None = None, paired: bool = True, block_bench: str | Path | None = None,
 ) -> Path:
     """Write the markdown report ``out`` and its assets folder (``out`` without ``.md``). Runs are grouped
     into variants by recipe name (``variant_from="folder"``: by folder name without ``-s<seed>``).
     With ``paired`` and a baseline variant (``baseline``, else :func:`pick_baseline`'s choice), the
-    report adds the paired differences of final FID against it."""
+    report adds the paired differences of final FID against it; with ``block_bench`` (an ``attention.json``
+    of ``benchmarks/attention.py --variants``), each variant's attention block's time and memory."""
     out = Path(out)
     assets = check_output(out)
+    bench = read_block_bench(block_bench) if block_bench is not None else None
     runs = load_runs(run_dirs, variant_from)
     variants = group(runs)
     base = pick_baseline(variants, baseline) if paired else None
+    extra = block_bench_section(variants, bench, Path(block_bench).name) if bench is not None else []
     try:
-        return _write_report(runs, variants, out, assets, command, title, notes, paper_table, base)
+        return _write_report(runs, variants, out, assets, command, title, notes, paper_table, base, extra)
     except OSError as exc:
         where = exc.filename or out
         raise ReportError(f"{where}: cannot write the report: {exc.strerror or exc}") from None
 
 
 MAX_NOTES_BYTES = 1 << 20
+MAX_BENCH_BYTES = 16 << 20
+
+
+def read_block_bench(path: str | Path) -> list[dict]:
+    """The variants table of ``benchmarks/attention.py``'s ``attention.json`` (``--block-bench``): its rows,
+    each at least ``name``, ``size``, ``C``, ``dtype`` and ``ms``; a one-line error for anything else."""
+    import json
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ReportError(f"{path}: --block-bench must be a regular file (attention.json of benchmarks/attention.py)")
+        if st.st_size > MAX_BENCH_BYTES:
+            raise ReportError(f"{path}: --block-bench file too large ({st.st_size} bytes; at most {MAX_BENCH_BYTES})")
+        data = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: cannot read --block-bench: {getattr(exc, 'strerror', None) or exc}") from None
+    rows = data.get("variants") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise ReportError(f"{path}: --block-bench: no 'variants' table (run benchmarks/attention.py --variants)")
+    need = {"name": str, "size": int, "C": int, "dtype": str}
+    for i, row in enumerate(rows):
+        bad = [k for k, t in need.items() if not isinstance(row, dict) or not isinstance(row.get(k), t)]
+        if bad:
+            raise ReportError(f"{path}: --block-bench: variants[{i}] lacks {', '.join(bad)}")
+    return rows
+
+
+def _block_name(recipe: Recipe) -> str:
+    """The attention block G uses (``none`` where it has none)."""
+    net = recipe.generator
+    if not list(getattr(net, "attention_resolutions", []) or []):
+        return "none"
+    return getattr(getattr(net, "attention", None), "type", "?")
+
+
+def block_bench_section(variants: list[Variant], rows: list[dict], source: str) -> list[str]:
+    """A table beside the FIDs: each variant's attention block, forward + backward time and peak memory
+    of the block alone, per measured shape (bf16 autocast rows where there are any, else fp32)."""
+    dtypes = {r["dtype"] for r in rows}
+    dtype = "bfloat16" if "bfloat16" in dtypes else "float32"
+    rows = [r for r in rows if r["dtype"] == dtype]
+    shapes = sorted({(r["size"], r["C"]) for r in rows})
+    by = {(r["name"], r["size"], r["C"]): r for r in rows}
+    batch = sorted({r.get("batch") for r in rows if r.get("batch")})
+
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return "not measured"
+        if r.get("error"):
+            return "failed"
+        ms, gib = r.get("ms"), r.get("peak_gib")
+        return (f"{ms:.2f} ms" if isinstance(ms, (int, float)) else "-") + (
+            f" / {gib:.2f} GiB" if isinstance(gib, (int, float)) else "")
+
+    lines = ["## Attention blocks: speed and memory", "",
+             f"Each variant's attention block alone (G's; `benchmarks/attention.py`'s variants table, `{source}`): "
+             f"forward + backward, {'bf16 autocast' if dtype == 'bfloat16' else 'fp32'}, batch "
+             f"{', '.join(map(str, batch)) or '?'}, time per call / peak memory (memory on CUDA only), beside the "
+             "variant's final FID (mean over seeds).", "",
+             "| variant | block | final FID | " + " | ".join(f"{s}x{s}, C{c}" for s, c in shapes) + " |",
+             "|---|---|---|" + "---|" * len(shapes)]
+    for v in variants:
+        name = _block_name(v.recipe)
+        lines.append(f"| {v.name} | `{name}` | {_mean_std([r.final('eval/fid') for r in v.runs])} | "
+                     + " | ".join(cell(by.get((name, s, c))) for s, c in shapes) + " |")
+    return lines + [""]
 
 
 def read_notes(path: str | Path) -> str:
@@ -497,7 +569,7 @@ def check_output(out: Path) -> Path:
 
 def _write_report(runs: list[Run], variants: list[Variant], out: Path, assets: Path,
                   command: Sequence[str] | None, title: str | None, notes: str | None, paper_table: bool,
-                  baseline: Variant | None = None) -> Path:
+                  baseline: Variant | None = None, extra: Sequence[str] = ()) -> Path:
     if assets.exists():
         shutil.rmtree(assets)
     assets.mkdir(parents=True)
@@ -529,6 +601,7 @@ def _write_report(runs: list[Run], variants: list[Variant], out: Path, assets: P
             f"| {_mean_std(kid)} | {len(v.runs)} |" + (f" {gate_cell([gammas[id(r)] for r in v.runs])} |" if with_gates else "")
         )
     lines.append("")
+    lines += extra
     if baseline is not None:
         lines += paired_section(variants, baseline)
     for key, fname, caption, ylabel in (

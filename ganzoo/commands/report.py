@@ -25,12 +25,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "95%% confidence intervals); default: the variant named *none, else the only one without attention")
     p.add_argument("--paired", action=argparse.BooleanOptionalAction, default=True,
                    help="include the paired-differences section when a baseline applies (default on)")
+    p.add_argument("--block-bench", default=None, metavar="ATTENTION_JSON",
+                   help="attention.json of benchmarks/attention.py --variants: each variant's attention block's "
+                   "time and memory beside its FID")
 
 
 def main(args: argparse.Namespace) -> int:
     notes = read_notes(args.notes) if args.notes else None
     out = build_report(args.runs, args.out, args.command_line,
                        title=args.title, notes=notes, paper_table=args.paper_table, variant_from=args.variant_from,
-                       baseline=args.baseline, paired=args.paired)
+                       baseline=args.baseline, paired=args.paired, block_bench=args.block_bench)
     print(f"wrote {escape(str(out))}")
     return 0
