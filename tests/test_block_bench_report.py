@@ -31,8 +31,8 @@ def test_report_puts_each_variants_block_time_beside_its_fid(bench_json, tmp_pat
     section = out.read_text().split("## Attention blocks: speed and memory", 1)[1].split("\n## ", 1)[0]
     assert "| variant | block | final FID | 8x8, C16 |" in section and "bf16 autocast, batch 2" in section
     table = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ablation-")}
-    assert f"| `none` |" in table["ablation-none"] and f"{rows['none']['ms']:.2f} ms |" in table["ablation-none"]
-    assert f"| `sagan` |" in table["ablation-feat16"] and f"{rows['sagan']['ms']:.2f} ms |" in table["ablation-feat16"]
+    assert "| `none` |" in table["ablation-none"] and f"{rows['none']['ms']:.2f} ms |" in table["ablation-none"]
+    assert "| `sagan` |" in table["ablation-feat16"] and f"{rows['sagan']['ms']:.2f} ms |" in table["ablation-feat16"]
     fid = json.loads([line for line in (RUNS / "ablation-feat16-s0" / "metrics.jsonl").read_text().splitlines()
                       if "eval/fid" in line][-1])["eval/fid"]
     assert f"| {fid:.2f} |" in table["ablation-feat16"]  # the run's final FID, one seed
