@@ -321,7 +321,7 @@ PY
       mkdir -p "$WORK/runs"; seed=${LONG_SEED:-0}; run="long-s$seed"
       date -u +%FT%T.%NZ >> "$WORK/runs/$run.start.txt"
       if [ ! -d "$WORK/runs/$run" ] && [ -f "$ROOT/ckpt/$run.small.tar.gz" ]; then
-        rebuild_run "$run" || exit 1
+        rebuild_run "$run" || echo "long: $run could not be rebuilt from the carried parts: it starts afresh"
       fi
       if [ -d "$WORK/runs/$run" ]; then
         python3 -m ganzoo run --resume "$WORK/runs/$run" --set train.time_limit_minutes="${LONG_MINUTES:-24}" \
