@@ -89,10 +89,11 @@ rebuild_run() {  # run folder $WORK/runs/$1 from carried parts: its small files,
   local run=$1 parts=("$ROOT/ckpt/$1".step-*.pt.part-*)
   [ -f "${parts[0]}" ] || { echo "rebuild_run: no checkpoint parts of $run in $ROOT/ckpt"; return 1; }
   local name; name=$(basename "${parts[0]}"); name=${name#"$run".}; name=${name%.part-*}
-  mkdir -p "$WORK/runs" && tar xzf "$ROOT/ckpt/$run.small.tar.gz" -C "$WORK/runs" || return 1
-  mkdir -p "$WORK/runs/$run/checkpoints" && cat "${parts[@]}" > "$WORK/runs/$run/checkpoints/$name" || return 1
-  (cd "$WORK/runs/$run/checkpoints" && echo "$(cut -d' ' -f1 "$ROOT/ckpt/$run.sha256")  $name" | sha256sum -c --quiet) \
-    || { echo "rebuild_run: $run/checkpoints/$name does not match its sha256"; rm -rf "${WORK:?}/runs/$run"; return 1; }
+  mkdir -p "$WORK/runs" && tar xzf "$ROOT/ckpt/$run.small.tar.gz" -C "$WORK/runs" \
+    && mkdir -p "$WORK/runs/$run/checkpoints" && cat "${parts[@]}" > "$WORK/runs/$run/checkpoints/$name" \
+    && (cd "$WORK/runs/$run/checkpoints" && echo "$(cut -d' ' -f1 "$ROOT/ckpt/$run.sha256")  $name" | sha256sum -c --quiet) \
+    || { echo "rebuild_run: $run could not be rebuilt (or $name does not match its sha256)"; rm -rf "${WORK:?}/runs/$run"
+         return 1; }
   echo "rebuild_run: $run from $name ($(ls "${parts[@]}" | wc -l) parts)"
 }
 
