@@ -64,14 +64,18 @@ class Run:
     def seed(self) -> int:
         return self.recipe.seed
 
-    def series(self, key: str) -> list[tuple[int, float]]:
+    def series(self, key: str, x: str = "step") -> list[tuple[float, float]]:
+        """``(x, value)`` of every row holding ``key``; ``x`` is the G step, or (``x="minutes"``) the
+        run's clock in minutes (``time``: from the networks' build on, compilation and evaluations
+        included, summed over resumed sessions; rows without it are left out)."""
         out = []
         for r in self.rows:
             v = r.get(key)
             if key == GAP and isinstance(r.get("logits/real"), (int, float)):
                 v = r["logits/real"] - r.get("logits/fake", math.nan)
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                out.append((int(r["step"]), float(v)))
+            at = int(r["step"]) if x == "step" else (r["time"] / 60 if isinstance(r.get("time"), (int, float)) else None)
+            if at is not None and isinstance(v, (int, float)) and math.isfinite(v):
+                out.append((at, float(v)))
         return out
 
     @property
@@ -371,7 +375,7 @@ def missing_runs(variants: list[Variant], key: str = "eval/fid") -> list[str]:
     return out
 
 
-def _plot_curves(variants: list[Variant], key: str, out: Path, ylabel: str | None = None) -> bool:
+def _plot_curves(variants: list[Variant], key: str, out: Path, ylabel: str | None = None, x: str = "step") -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -382,7 +386,7 @@ def _plot_curves(variants: list[Variant], key: str, out: Path, ylabel: str | Non
     for i, v in enumerate(variants):
         color = f"C{i % 10}"
         for j, run in enumerate(v.runs):
-            s = run.series(key)
+            s = run.series(key, x)
             if s:
                 xs, ys = zip(*s)
                 ax.plot(xs, ys, color=color, marker="o" if len(xs) <= 60 else None, ms=3, lw=1.2, alpha=0.85,
@@ -392,9 +396,10 @@ def _plot_curves(variants: list[Variant], key: str, out: Path, ylabel: str | Non
         plt.close(fig)
         return False
     what = key.split("/")[-1].upper()
-    ax.set_xlabel("G step")
+    ax.set_xlabel("G step" if x == "step" else "minutes since training started (compilation and evaluations included)")
     ax.set_ylabel(ylabel or what + " (lower is better)")
-    ax.set_title(f"{ylabel or what} against training step (solid: first seed, dashed: others)", fontsize=9)
+    against = "training step" if x == "step" else "wall time"
+    ax.set_title(f"{ylabel or what} against {against} (solid: first seed, dashed: others)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
@@ -604,13 +609,14 @@ def _write_report(runs: list[Run], variants: list[Variant], out: Path, assets: P
     lines += extra
     if baseline is not None:
         lines += paired_section(variants, baseline)
-    for key, fname, caption, ylabel in (
-        ("eval/fid", "fid_vs_step.png", "FID against step", None),
-        ("eval/kid", "kid_vs_step.png", "KID against step", None),
+    for key, fname, caption, ylabel, x in (
+        ("eval/fid", "fid_vs_step.png", "FID against step", None, "step"),
+        ("eval/fid", "fid_vs_minutes.png", "FID against wall time", None, "minutes"),
+        ("eval/kid", "kid_vs_step.png", "KID against step", None, "step"),
         (GAP, "logit_gap_vs_step.png", "D's logit gap against step",
-         "D's mean real logit - mean fake logit"),
+         "D's mean real logit - mean fake logit", "step"),
     ):
-        if _plot_curves(variants, key, assets / fname, ylabel):
+        if _plot_curves(variants, key, assets / fname, ylabel, x):
             lines += [f"![{caption}]({rel}/{fname})", ""]
     if _plot_final(variants, "eval/fid", assets / "final_fid.png"):
         lines += [f"![final FID per variant]({rel}/final_fid.png)", ""]

@@ -88,3 +88,17 @@ def test_report_pairs_by_seed_and_says_what_is_missing(tmp_path):
     off = build_report(dirs, tmp_path / "off.md", paper_table=False, paired=False).read_text()
     assert "Paired differences" not in off
     assert "gate γ" not in off  # no gammas.json, no checkpoint: no gate column
+
+
+def test_series_against_minutes_reads_the_runs_clock():
+    """FID against wall time (the 10-minute target's axis): the rows' ``time`` (seconds of the run's clock)
+    in minutes, the same values as against steps; rows without ``time`` are left out."""
+    from ganzoo.reporting import Run, load_runs
+
+    run = load_runs([RUNS / "ablation-none-s0"])[0]
+    by_step, by_minutes = run.series("eval/fid"), run.series("eval/fid", x="minutes")
+    times = {r["step"]: r["time"] for r in run.rows if "eval/fid" in r}
+    assert [v for _, v in by_minutes] == [v for _, v in by_step] and len(by_step) >= 2
+    assert [m for m, _ in by_minutes] == [times[s] / 60 for s, _ in by_step]
+    bare = Run(run.path, run.recipe, [{k: v for k, v in r.items() if k != "time"} for r in run.rows])
+    assert bare.series("eval/fid", x="minutes") == [] and bare.series("eval/fid") == by_step
