@@ -4,7 +4,9 @@
 #
 # The device machine is bare and keeps files only while it stays warm, and one call carries at most
 # 64 MiB, so the data and the FID weights travel in three parts (../shared/device/stage-assets.sh)
-# and the wheels the image lacks in .whl (../shared/device/stage-wheels.sh). Calls, back to back:
+# and the wheels the image lacks in .whl (../shared/device/stage-wheels.sh; then also `pip wheel --no-deps -w
+# .whl ./plugins/ganzoo-example-plugin`, so that the plugin's blocks are registered there: its GPU tests and
+# its row in the attention benchmark; stage3 warns when it is missing). Calls, back to back:
 #
 #   run carry [.devcache/p1]        bash benchmarks/device/gpu_window.sh stage1   # notes the window's start
 #   run carry [.devcache/p2]        bash benchmarks/device/gpu_window.sh stage2
@@ -131,6 +133,8 @@ stage2) cp .devcache/p2/* "$ROOT"/ && ls -la "$ROOT" ;;
 stage3)
   cp .devcache/p3/* "$ROOT"/ && (cd "$ROOT" && cat part-* | tar x && rm part-*) || exit 1
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  ls .whl/ganzoo_example_plugin-*.whl > /dev/null 2>&1 \
+    || echo "stage3: no example-plugin wheel in .whl: its blocks are not registered here (see the header)"
   # the recipes name ../shared/...: give the device the same layout as a checkout beside shared/
   mkdir -p ../shared/data ../shared/weights
   ln -sf "$ROOT/cifar10-jpeg.tar.gz" ../shared/data/cifar10-jpeg.tar.gz
