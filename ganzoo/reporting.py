@@ -469,18 +469,12 @@ def read_block_bench(path: str | Path) -> list[dict]:
     """The variants table of ``benchmarks/attention.py``'s ``attention.json`` (``--block-bench``): its rows,
     each at least ``name``, ``size``, ``C``, ``dtype`` and ``ms``; a one-line error for anything else."""
     import json
-    import os
-    import stat
 
+    raw = _read_option_file(path, "--block-bench", MAX_BENCH_BYTES, "a regular file (attention.json of benchmarks/attention.py)")
     try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise ReportError(f"{path}: --block-bench must be a regular file (attention.json of benchmarks/attention.py)")
-        if st.st_size > MAX_BENCH_BYTES:
-            raise ReportError(f"{path}: --block-bench file too large ({st.st_size} bytes; at most {MAX_BENCH_BYTES})")
-        data = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path}: cannot read --block-bench: {getattr(exc, 'strerror', None) or exc}") from None
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ReportError(f"{path}: cannot read --block-bench: {exc}") from None
     rows = data.get("variants") if isinstance(data, dict) else None
     if not isinstance(rows, list):
         raise ReportError(f"{path}: --block-bench: no 'variants' table (run benchmarks/attention.py --variants)")
@@ -533,22 +527,30 @@ def block_bench_section(variants: list[Variant], rows: list[dict], source: str) 
     return lines + [""]
 
 
-def read_notes(path: str | Path) -> str:
-    """The text of a ``--notes`` file: a regular UTF-8 file of at most 1 MiB, else a one-line error."""
+def _read_option_file(path: str | Path, option: str, limit: int, kind: str) -> bytes:
+    """The bytes of the file an option names: a regular file of at most ``limit`` bytes (never a FIFO or
+    a device, which could block or never end), else a one-line :class:`ReportError`."""
     import os
     import stat
 
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
-            raise ReportError(f"{path}: --notes must be a regular text file")
-        if st.st_size > MAX_NOTES_BYTES:
-            raise ReportError(f"{path}: --notes file too large ({st.st_size} bytes; at most {MAX_NOTES_BYTES})")
-        return Path(path).read_bytes()[:MAX_NOTES_BYTES].decode("utf-8")
+            raise ReportError(f"{path}: {option} must be {kind}")
+        if st.st_size > limit:
+            raise ReportError(f"{path}: {option} file too large ({st.st_size} bytes; at most {limit})")
+        return Path(path).read_bytes()[:limit]
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read {option}: {exc.strerror or exc}") from None
+
+
+def read_notes(path: str | Path) -> str:
+    """The text of a ``--notes`` file: a regular UTF-8 file of at most 1 MiB, else a one-line error."""
+    raw = _read_option_file(path, "--notes", MAX_NOTES_BYTES, "a regular text file")
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ReportError(f"{path}: --notes is not UTF-8 text (byte {exc.start})") from None
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path}: cannot read --notes: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def check_output(out: Path) -> Path:
