@@ -18,6 +18,10 @@ penalty is a finite, non-negative float32 scalar; when it is positive it is diff
 D's parameters; one that ``uses_logits`` gives the same penalty when handed D's logits as when it
 computes them; a ``stateful`` one's ``state_dict()`` holds tensors only, and a fresh block loaded with
 it gives the same penalty as the original (so resumed runs continue exactly).
+
+Every check runs under :func:`~ganzoo.testing.strategies.strict_fp32` (a decorator on each, so it holds
+when one is called alone): on CUDA, TF32 convolutions round ~1e-3 apart, which bCR's squared logit
+difference turned into a failed comparison on an H100.
 """
 from __future__ import annotations
 
@@ -62,6 +66,7 @@ def _g_loss(loss, name: str, real: torch.Tensor | None, fake: torch.Tensor) -> t
                              "real logits must set g_needs_real = True") from None
 
 
+@strict_fp32()
 def check_loss(name: str | Entry, device: str | torch.device = "cpu") -> None:
     """Hypothesis checks of the loss ``name`` (name or registry entry): finite fp32 scalars, finite gradients."""
     entry = _entry(LOSS, name)
@@ -84,8 +89,7 @@ def check_loss(name: str | Entry, device: str | torch.device = "cpu") -> None:
         (gg,) = torch.autograd.grad(g, f2)
         assert torch.isfinite(gg).all(), f"{name}.g_loss: non-finite gradient"
 
-    with strict_fp32():  # TF32 convs round ~1e-3 apart on CUDA: measure fp32 (see strict_fp32)
-        run()
+    run()
     check_loss_direction(entry, device, loss)
 
 
@@ -94,6 +98,7 @@ _wrong_real = st.lists(st.floats(-3.0, -0.125), min_size=1, max_size=8)
 _wrong_fake = st.lists(st.floats(0.125, 3.0), min_size=1, max_size=8)
 
 
+@strict_fp32()
 def check_loss_direction(name: str | Entry, device: str | torch.device = "cpu", loss=None) -> None:
     """The losses point the right way (fp32, hypothesis over logits on the wrong side of 0).
 
@@ -136,8 +141,7 @@ def check_loss_direction(name: str | Entry, device: str | torch.device = "cpu", 
         caught = float(_g_loss(loss, name, g_real, -t(fake).abs()))
         assert fooled < caught, f"{name}.g_loss is {fooled:.4g} when G fools D but {caught:.4g} when it does not"
 
-    with strict_fp32():  # TF32 convs round ~1e-3 apart on CUDA: measure fp32 (see strict_fp32)
-        run()
+    run()
 
 
 class TinyCritic(nn.Module):
@@ -159,6 +163,7 @@ class TinyCritic(nn.Module):
         return out
 
 
+@strict_fp32()
 def check_regularizer(name: str | Entry, device: str | torch.device = "cpu") -> None:
     """Hypothesis checks of the regularizer ``name`` (name or registry entry) on :class:`TinyCritic`."""
     entry = _entry(REGULARIZER, name)
@@ -190,8 +195,7 @@ def check_regularizer(name: str | Entry, device: str | torch.device = "cpu") -> 
         if not active:
             assert p == 0, f"{name} declares active = False but its penalty is {p.item()}"
 
-    with strict_fp32():  # TF32 convs round ~1e-3 apart on CUDA: measure fp32 (see strict_fp32)
-        run()
+    run()
     if flag("regularizer", reg, "uses_logits"):
         check_given_logits(entry, device)
     if flag("regularizer", reg, "stateful"):
@@ -213,6 +217,7 @@ def _fresh(entry: Entry, device):
     return reg.to(device) if flag("regularizer", reg, "stateful") else reg
 
 
+@strict_fp32()
 def check_given_logits(name: str | Entry, device: str | torch.device = "cpu") -> None:
     """A ``uses_logits`` regularizer gives the same penalty (and gradient) when handed D's logits on
     ``real``/``fake`` as when it computes them itself (two fresh blocks, the same seed for any draws)."""
@@ -235,10 +240,10 @@ def check_given_logits(name: str | Entry, device: str | torch.device = "cpu") ->
             assert any(g is not None and bool(g.abs().sum() > 0) for g in grads), (
                 f"{entry.name}.penalty given D's logits does not reach D's parameters")
 
-    with strict_fp32():  # TF32 convs round ~1e-3 apart on CUDA: measure fp32 (see strict_fp32)
-        run()
+    run()
 
 
+@strict_fp32()
 def check_regularizer_state(name: str | Entry, device: str | torch.device = "cpu") -> None:
     """A ``stateful`` regularizer's ``state_dict()`` is tensors only (checkpoints load weights-only) and
     holds all its state: a fresh block loaded with it gives exactly the original's next penalties."""
@@ -264,5 +269,4 @@ def check_regularizer_state(name: str | Entry, device: str | torch.device = "cpu
             assert torch.equal(pa, pb), (f"{entry.name}: a block loaded from state_dict() gives penalty "
                                          f"{pb.item():.6g}, the original {pa.item():.6g} (state kept outside state_dict?)")
 
-    with strict_fp32():  # TF32 convs round ~1e-3 apart on CUDA: measure fp32 (see strict_fp32)
-        run()
+    run()
