@@ -2,6 +2,7 @@
 exact average of batch statistics over seeded batches, on a copy, leaving the generator untouched."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,3 +98,90 @@ def test_eval_command_takes_standing_stats(tmp_path, capsys):
     assert "standing statistics over 2 batches" in capsys.readouterr().out
     assert main(base + ["--standing-stats", "-1"]) == 2
     assert "eval.standing_stats" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- sample, export, grids
+def _standing_run(tmp_path, batches: int = 2):
+    """A finished tiny run whose recipe evaluates with standing statistics over ``batches`` batches."""
+    from ganzoo.training import train
+
+    recipe = validate(tiny_recipe(train={"steps": 2, "batch_size": 4, "checkpoint_every": 2, "sample_every": 2},
+                                  eval={"standing_stats": batches, "batch_size": 5}), "tiny")
+    result = train(recipe, tmp_path / "run", "cpu", progress=False)
+    assert result.status == "finished"
+    return result
+
+
+def _stats(G) -> list[torch.Tensor]:
+    return [t.clone() for m in batch_norms(G) for t in (m.running_mean, m.running_var)]
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_sample_and_export_use_the_statistics_the_evaluations_used(tmp_path, capsys):
+    """A recipe with eval.standing_stats: sample, export and the grids see EMA-G with the standing
+    statistics (noise seed 0) that its evaluations measured, not the running ones copied from G;
+    --standing-stats 0 gives the stored ones; an export keeps them and says so."""
+    from safetensors import safe_open
+
+    from ganzoo.cli import main
+    from ganzoo.training.export import generator_from_checkpoint, load_generator, open_generator
+    from ganzoo.training.checkpoint import load_checkpoint
+
+    result = _standing_run(tmp_path)
+    raw, recipe = generator_from_checkpoint(load_checkpoint(result.checkpoint), "ckpt")
+    expected = _stats(with_standing_statistics(raw, 2, 5, recipe.num_classes, 0))
+    assert not _same(expected, _stats(raw))
+
+    opened = open_generator(result.run_dir)
+    assert opened.standing == 2 and _same(_stats(opened.G), expected)
+    assert "standing statistics over 2 batches" in opened.describe()
+    stored = open_generator(result.run_dir, standing_stats=0)
+    assert stored.standing == 0 and _same(_stats(stored.G), _stats(raw))
+
+    capsys.readouterr()
+    assert main(["sample", str(result.run_dir), "--n", "4", "--out", str(tmp_path / "g.png"), "--device", "cpu"]) == 0
+    assert "standing statistics over 2 batches" in capsys.readouterr().out
+
+    out = tmp_path / "export"
+    assert main(["export", str(result.run_dir), "--out", str(out), "--device", "cpu"]) == 0
+    assert "standing statistics over 2 batches" in capsys.readouterr().out
+    assert _same(_stats(load_generator(out)), expected)
+    with safe_open(str(out / "generator.safetensors"), "pt") as f:
+        assert f.metadata()["standing_stats"] == "2"
+    again = open_generator(out)  # the exported statistics, not recomputed
+    assert again.standing == 2 and _same(_stats(again.G), expected)
+
+    plain = tmp_path / "plain"
+    assert main(["export", str(result.run_dir), "--out", str(plain), "--standing-stats", "0", "--device", "cpu"]) == 0
+    assert "standing" not in capsys.readouterr().out
+    assert _same(_stats(load_generator(plain)), _stats(raw))
+
+    assert main(["sample", str(result.run_dir), "--n", "4", "--out", str(tmp_path / "h.png"),
+                 "--standing-stats", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--standing-stats must be >= 0, got -1" in err and "Traceback" not in err
+
+
+def test_progress_grids_use_the_standing_statistics(tmp_path):
+    """The run's last grid is EMA-G's fixed-noise samples with the evaluations' batch-norm statistics."""
+    from PIL import Image
+
+    from ganzoo.training.checkpoint import load_checkpoint
+    from ganzoo.training.export import generator_from_checkpoint
+    from ganzoo.training.sampling import fixed_noise
+
+    result = _standing_run(tmp_path)
+    raw, recipe = generator_from_checkpoint(load_checkpoint(result.checkpoint), "ckpt")
+    z, y, cols = fixed_noise(int(raw.z_dim), recipe.num_classes, recipe.seed)
+    grid = torch.tensor(np.array(Image.open(result.run_dir / "samples" / "step-00000002.png")))
+
+    def first_tile(G):
+        return generate(G, z[:1], y[:1])[0].permute(1, 2, 0)
+
+    tile = grid[2:34, 2:34]  # the first image, after the 2-pixel pad
+    standing = first_tile(with_standing_statistics(raw, 2, 5, recipe.num_classes, recipe.seed))
+    assert torch.equal(tile, standing)
+    assert not torch.equal(tile, first_tile(raw))

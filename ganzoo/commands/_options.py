@@ -12,3 +12,11 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
                         help="from a run folder: best (by FID, checkpoints/best.json) or last; default: best "
                              "where the run recorded one, else last")
     parser.add_argument("--best", dest="checkpoint", action="store_const", const="best", help=argparse.SUPPRESS)
+
+
+def add_standing_stats_argument(parser: argparse.ArgumentParser) -> None:
+    """``--standing-stats BATCHES``: EMA-G's batch-norm statistics recomputed first (``eval.standing_stats``)."""
+    parser.add_argument("--standing-stats", type=int, default=None, metavar="BATCHES",
+                        help="recompute EMA-G's batch-norm statistics over this many batches first (default: the "
+                             "recipe's eval.standing_stats, which its evaluations used; 0: the running statistics "
+                             "in the checkpoint)")

@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..errors import GanzooError
-from ._options import add_checkpoint_argument
+from ._options import add_checkpoint_argument, add_standing_stats_argument
 
 NAME = "eval"
 HELP = "compute sample-quality metrics (fid, kid, is) of EMA-G from a run folder, a checkpoint or an export folder"
@@ -21,9 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inception-weights", default=None,
                    help="FID Inception .pth (default: the recipe's eval.inception_weights, else $GANZOO_INCEPTION_WEIGHTS)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the generated samples (default 0)")
-    p.add_argument("--standing-stats", type=int, default=None, metavar="BATCHES",
-                   help="recompute EMA-G's batch-norm statistics over this many batches first (default: the "
-                        "recipe's eval.standing_stats; 0: the running statistics in the checkpoint)")
+    add_standing_stats_argument(p)
     add_checkpoint_argument(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a line per value")
@@ -40,7 +38,8 @@ def main(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise GanzooError(f"eval: --seed must be >= 0, got {args.seed}")
     device = resolve_device(args.device)
-    opened = open_generator(args.target, device, checkpoint=args.checkpoint)
+    # the statistics as stored: the evaluator recomputes them (the recipe's eval.standing_stats or --standing-stats)
+    opened = open_generator(args.target, device, checkpoint=args.checkpoint, standing_stats=0)
     if opened.warning:
         print(f"ganzoo: warning: {opened.warning}", file=sys.stderr)
     G, recipe = opened.G, opened.recipe

@@ -1,10 +1,10 @@
-"""ganzoo export RUN_DIR|CKPT --out DIR [--checkpoint best|last]"""
+"""ganzoo export RUN_DIR|CKPT --out DIR [--checkpoint best|last] [--standing-stats B]"""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ._options import add_checkpoint_argument
+from ._options import add_checkpoint_argument, add_standing_stats_argument
 
 NAME = "export"
 HELP = "export EMA-G as generator.safetensors + recipe.yaml (load with ganzoo.training.load_generator)"
@@ -15,9 +15,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "or checkpoint file")
     p.add_argument("--out", required=True, help="folder to write generator.safetensors and recipe.yaml into")
     add_checkpoint_argument(p)
+    add_standing_stats_argument(p)
+    p.add_argument("--device", default="auto", help="where standing statistics are computed (default: CUDA if there "
+                   "is one); the export is written from the CPU")
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..training.build import resolve_device
     from ..training.checkpoint import select_checkpoint
     from ..training.export import RECIPE_FILE, WEIGHTS_FILE, check_output, export_choice
 
@@ -25,7 +29,8 @@ def main(args: argparse.Namespace) -> int:
     choice = select_checkpoint(args.target, args.checkpoint)
     if choice.warning:
         print(f"ganzoo: warning: {choice.warning}", file=sys.stderr)
-    step = export_choice(choice, out)
-    why = "" if choice.why == "file" else f", {choice.why}"
+    step, standing = export_choice(choice, out, args.standing_stats, resolve_device(args.device))
+    why = ("" if choice.why == "file" else f", {choice.why}") + \
+        (f", standing statistics over {standing} batches" if standing else "")
     print(f"wrote {out / WEIGHTS_FILE} and {out / RECIPE_FILE} from {choice.path} (step {step}{why})")
     return 0

@@ -1,4 +1,5 @@
-"""ganzoo sample RUN_DIR|CKPT|EXPORT_DIR --n 64 --out grid.png [--class K] [--seed S] [--checkpoint best|last]"""
+"""ganzoo sample RUN_DIR|CKPT|EXPORT_DIR --n 64 --out grid.png [--class K] [--seed S] [--checkpoint best|last]
+[--standing-stats B]"""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ from pathlib import Path
 import sys
 
 from ..errors import GanzooError
-from ._options import add_checkpoint_argument
+from ._options import add_checkpoint_argument, add_standing_stats_argument
 
 NAME = "sample"
 HELP = "write a PNG grid of EMA-G samples from a run folder, a checkpoint or an export folder"
@@ -24,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--columns", type=int, default=None, help="images per row (default: about sqrt(n))")
     add_checkpoint_argument(p)
+    add_standing_stats_argument(p)
     p.add_argument("--device", default="auto")
 
 
@@ -43,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
         raise GanzooError(f"sample: --out {out}: must be a .png file")
     check_output(out, "sample: --out")
     device = resolve_device(args.device)
-    opened = open_generator(args.target, device, checkpoint=args.checkpoint)
+    opened = open_generator(args.target, device, checkpoint=args.checkpoint, standing_stats=args.standing_stats)
     if opened.warning:
         print(f"ganzoo: warning: {opened.warning}", file=sys.stderr)
     G, recipe = opened.G, opened.recipe

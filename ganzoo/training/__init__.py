@@ -7,7 +7,7 @@ Public API::
     load_checkpoint(path) -> dict                      # weights_only=True, refuses pickled code
     resolve_checkpoint(run_dir_or_ckpt, best=False) -> Path
     generator_from_checkpoint(ckpt, source, device="cpu") -> (G_ema, recipe)
-    export_generator(run_dir_or_ckpt, out_dir, best=False) -> Path
+    export_generator(run_dir_or_ckpt, out_dir, best=False, checkpoint=None, standing_stats=None) -> Path
     load_generator(export_dir, device="cpu") -> G       # from generator.safetensors + recipe.yaml
 
 Layers (each imports only those below it; ``docs/architecture.md``): ``outcome``, ``plan`` (option

@@ -45,6 +45,24 @@ def generator_from_checkpoint(
     return G.to(device).eval().requires_grad_(False), recipe
 
 
+def standing(G: nn.Module, recipe: Recipe, batches: int | None, device: str | torch.device) -> tuple[nn.Module, int]:
+    """G with standing batch-norm statistics over ``batches`` batches of ``recipe.eval.batch_size`` (None:
+    the recipe's ``eval.standing_stats``, the statistics its evaluations used; 0: G as it is), from noise
+    seed 0, and the number of batches used (0 where G has no batch norm)."""
+    from .plan import autocast_dtype
+    from .sampling import batch_norms, with_standing_statistics
+
+    batches = recipe.eval.standing_stats if batches is None else batches
+    if batches < 0:
+        raise GanzooError(f"--standing-stats must be >= 0, got {batches}")
+    if batches == 0 or not batch_norms(G):
+        return G, 0
+    ec = recipe.eval
+    S = with_standing_statistics(G, batches, ec.batch_size, recipe.num_classes, 0,
+                                 autocast_dtype(recipe.train.precision, torch.device(device)))
+    return S.requires_grad_(False), batches
+
+
 def check_output(path: str | Path, what: str, folder: bool = False) -> Path:
     """Raise a one-line :class:`GanzooError` unless ``path`` can be written: a file (or, with
     ``folder``, a folder, which may not exist yet) in a place that takes a real test write. Checked
@@ -74,35 +92,40 @@ def check_output(path: str | Path, what: str, folder: bool = False) -> Path:
 
 
 def export_generator(target: str | Path, out_dir: str | Path, best: bool = False,
-                     checkpoint: str | None = None) -> Path:
+                     checkpoint: str | None = None, standing_stats: int | None = None) -> Path:
     """Write EMA-G of a checkpoint (or of a run folder's best/last one: ``checkpoint``, see
     :func:`~ganzoo.training.checkpoint.select_checkpoint`; ``best=True`` is ``checkpoint="best"``)
-    to ``out_dir``."""
+    to ``out_dir``, with standing batch-norm statistics (``standing_stats``, see :func:`standing`)."""
     target = Path(target)
     which = None if target.is_file() else checkpoint or ("best" if best else None)
-    export_choice(select_checkpoint(target, which), out_dir)
+    export_choice(select_checkpoint(target, which), out_dir, standing_stats)
     return Path(out_dir)
 
 
-def export_choice(choice: Choice, out_dir: str | Path) -> int:
+def export_choice(choice: Choice, out_dir: str | Path, standing_stats: int | None = None,
+                  device: str | torch.device = "cpu") -> tuple[int, int]:
     """Write EMA-G of the chosen checkpoint to ``out_dir`` (weights first, recipe last: a folder with a
-    ``recipe.yaml`` always has matching weights); returns the checkpoint's step."""
+    ``recipe.yaml`` always has matching weights), its batch-norm statistics standing ones over
+    ``standing_stats`` batches (None: the recipe's ``eval.standing_stats``, so the export is the generator
+    the run's evaluations measured; computed on ``device``); returns the checkpoint's step and the batches used."""
     from safetensors.torch import save
 
     out_dir = check_output(out_dir, "--out", folder=True)
     path = choice.path
     ckpt = load_checkpoint(path, need=GENERATOR_KEYS)
-    G, recipe = generator_from_checkpoint(ckpt, str(path))
+    G, recipe = generator_from_checkpoint(ckpt, str(path), device)
+    G, batches = standing(G, recipe, standing_stats, device)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in G.state_dict().items()}
     meta = {"step": str(ckpt["step"]), "ganzoo_version": __version__, "checkpoint": path.name,
-            "weights": "ema" if ckpt.get("ema") is not None else "generator", "chosen": choice.why}
+            "weights": "ema" if ckpt.get("ema") is not None else "generator", "chosen": choice.why,
+            "standing_stats": str(batches)}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out_dir / WEIGHTS_FILE, save(tensors, metadata=meta))
         atomic_write_text(out_dir / RECIPE_FILE, dump_recipe(recipe))
     except OSError as exc:
         raise GanzooError(f"--out {out_dir}: cannot write the export ({exc.strerror or exc})") from None
-    return ckpt["step"]
+    return ckpt["step"], batches
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
@@ -148,19 +171,30 @@ class Opened(NamedTuple):
     source: str
     why: str
     warning: str | None = None
+    standing: int = 0  # batches of G's standing batch-norm statistics (0: the running statistics)
 
     def describe(self) -> str:
-        """``PATH (step N, best by FID 32.60)``: which checkpoint was used."""
+        """``PATH (step N, best by FID 32.60, standing statistics over 50 batches)``: which checkpoint
+        was used, and how."""
         parts = ([f"step {self.step}"] if self.step is not None else []) + \
-            ([self.why] if self.why not in ("file", "export") else [])
+            ([self.why] if self.why not in ("file", "export") else []) + \
+            ([f"standing statistics over {self.standing} batches"] if self.standing else [])
         return f"{self.source} ({', '.join(parts)})" if parts else self.source
 
 
+def _number(meta: dict[str, str], key: str) -> int | None:
+    value = meta.get(key)
+    return int(value) if value is not None and value.isdigit() else None
+
+
 def open_generator(
-    target: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None
+    target: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None,
+    standing_stats: int | None = None,
 ) -> Opened:
     """EMA-G (eval mode) from a checkpoint, a run folder (its best or last checkpoint: ``checkpoint``,
-    see :func:`~ganzoo.training.checkpoint.select_checkpoint`) or an export folder."""
+    see :func:`~ganzoo.training.checkpoint.select_checkpoint`) or an export folder, with standing
+    batch-norm statistics over ``standing_stats`` batches (see :func:`standing`; None: the recipe's
+    ``eval.standing_stats`` for a checkpoint, the exported statistics for an export folder)."""
     target = Path(target)
     if target.is_dir() and (target / WEIGHTS_FILE).is_file():
         from safetensors import safe_open
@@ -169,9 +203,12 @@ def open_generator(
             raise CheckpointError(f"--checkpoint {checkpoint}: {target} is an export folder (it holds one generator)")
         G = load_generator(target, device)
         with safe_open(str(target / WEIGHTS_FILE), "pt") as f:
-            step = (f.metadata() or {}).get("step")
-        return Opened(G, G.recipe, int(step) if step is not None and step.isdigit() else None, str(target), "export")
+            meta = f.metadata() or {}
+        G, batches = standing(G, G.recipe, standing_stats, device) if standing_stats else (G, 0)
+        return Opened(G, G.recipe, _number(meta, "step"), str(target), "export",
+                      standing=batches or _number(meta, "standing_stats") or 0)
     choice = select_checkpoint(target, checkpoint)
     ckpt = load_checkpoint(choice.path, need=GENERATOR_KEYS)
     G, recipe = generator_from_checkpoint(ckpt, str(choice.path), device)
-    return Opened(G, recipe, ckpt["step"], str(choice.path), choice.why, choice.warning)
+    G, batches = standing(G, recipe, standing_stats, device)
+    return Opened(G, recipe, ckpt["step"], str(choice.path), choice.why, choice.warning, batches)

@@ -26,7 +26,7 @@ from .collapse import CollapseMonitor
 from .evaluation import EvaluationInterrupted
 from .gammas import write_gammas
 from .outcome import diverged
-from .sampling import fixed_noise, generate, save_grid
+from .sampling import fixed_noise, generate, save_grid, with_standing_statistics
 from .step import STAT_NAMES
 
 MIN_TIMED_SECONDS = 0.05  # a log window shorter than this (one step after an evaluation) is not timed
@@ -209,18 +209,23 @@ class Checkpoints:
 
 
 class Samples:
-    """The progress grid of G (its EMA copy when there is one) from fixed noise, as PNG and TensorBoard image."""
+    """The progress grid of G (its EMA copy when there is one) from fixed noise, as PNG and TensorBoard image,
+    with the batch-norm statistics the evaluations use (``eval.standing_stats``)."""
 
     def __init__(self, net: nn.Module, recipe: Any, folder: Path, dist: Any, log: Any, clock: Clock,
                  plan: Any) -> None:
         self.net, self.folder, self.dist, self.log, self.clock, self.plan = net, folder, dist, log, clock, plan
+        self.recipe = recipe
         self.z, self.y, self.cols = fixed_noise(int(net.z_dim), recipe.num_classes, recipe.seed)
 
     def write(self, step: int) -> None:
         with self.clock.overhead():
             if not self.dist.is_main:
                 return
-            images = generate(self.net, self.z, self.y, batch_size=max(self.plan.micro, 64), autocast_dtype=self.plan.amp)
+            r = self.recipe
+            G = with_standing_statistics(self.net, r.eval.standing_stats, r.eval.batch_size, r.num_classes,
+                                         r.seed, self.plan.amp)
+            images = generate(G, self.z, self.y, batch_size=max(self.plan.micro, 64), autocast_dtype=self.plan.amp)
             save_grid(self.folder / f"step-{step:08d}.png", images, self.cols)
             self.log.image("samples", images, self.cols, step)
 
