@@ -33,7 +33,15 @@
 # commit them, and the next window's study job skips them.
 #
 # Call the next `run` at once: a machine idle for 30 s is given back with everything on it (this lost a
-# whole window on 2026-11-24). A machine also goes back after 30 minutes held.
+# whole window on 2026-11-24, and the last seconds of a 10-minute run on 2026-12-06). A machine also goes
+# back after 30 minutes held. Make the stage1 call alone first and the others only once it has answered:
+# when no machine can start, every call is refused and each costs device time (on 2026-12-06 three
+# rounds of refused back-to-back calls cost 9.5 of the session's 30 minutes). Size the first `wait` to
+# end after a 10-minute run's final evaluation (stage3 returns about 10 s after the run starts).
+#
+# Since 2026-12-06 recipes/sagan.yaml evaluates with standing statistics (eval.standing_stats: 50), so
+# JOBS=sagan10 runs what the 2026-12-06 run did with SAGAN10_EXTRA="--set eval.standing_stats=50"; its
+# seed 0 is the run that issue 16 still lacks (SEEDS=0 SAGAN10_TAG=-standing names it beside seed 1's).
 set -uo pipefail
 phase=${1:?phase}
 ROOT=${GPU_WINDOW_ROOT:-/root/assets}   # staged data and weights (and checkpoint parts, ckpt_in)
