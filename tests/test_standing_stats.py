@@ -185,3 +185,20 @@ def test_progress_grids_use_the_standing_statistics(tmp_path):
     standing = first_tile(with_standing_statistics(raw, 2, 5, recipe.num_classes, recipe.seed))
     assert torch.equal(tile, standing)
     assert not torch.equal(tile, first_tile(raw))
+
+
+def test_slow_standing_statistics_are_announced(monkeypatch, capsys):
+    """On the CPU, standing statistics that will take long (50 CIFAR batches take minutes) say so after the
+    first batch, with how to skip them; without ``progress`` (in-run grids, tests) nothing is printed."""
+    import ganzoo.training.sampling as sampling
+
+    G = _generator()
+    monkeypatch.setattr(sampling, "CPU_NOTICE_SECONDS", 0.0)
+    with_standing_statistics(G, 3, 5, 10, 0, progress=True)
+    err = capsys.readouterr().err
+    assert "standing statistics over 3 batches of 5 on the CPU: about" in err and "--standing-stats 0" in err
+    with_standing_statistics(G, 3, 5, 10, 0)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sampling, "CPU_NOTICE_SECONDS", 1e9)
+    with_standing_statistics(G, 3, 5, 10, 0, progress=True)
+    assert "about" not in capsys.readouterr().err

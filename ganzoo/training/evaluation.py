@@ -16,9 +16,7 @@ from torch import nn
 
 from ..errors import GanzooError
 from ..recipe import Recipe
-from .sampling import make_generate_fn, with_standing_statistics
-
-CPU_NOTICE_SECONDS = 60.0  # an evaluation on the CPU expected to take longer than this is announced
+from .sampling import CPU_NOTICE_SECONDS, make_generate_fn, with_standing_statistics
 
 
 class EvaluationInterrupted(GanzooError):
@@ -94,7 +92,7 @@ class Evaluator:
             self.reference = build_reference(self.recipe)
         ec = self.recipe.eval
         generator = with_standing_statistics(generator, ec.standing_stats, ec.batch_size, self.recipe.num_classes,
-                                             seed, self.autocast)
+                                             seed, self.autocast, progress)
         generate_fn = make_generate_fn(
             generator, int(generator.z_dim), self.recipe.num_classes, seed, ec.batch_size, self.autocast
         )

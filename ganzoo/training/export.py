@@ -59,7 +59,7 @@ def standing(G: nn.Module, recipe: Recipe, batches: int | None, device: str | to
         return G, 0
     ec = recipe.eval
     S = with_standing_statistics(G, batches, ec.batch_size, recipe.num_classes, 0,
-                                 autocast_dtype(recipe.train.precision, torch.device(device)))
+                                 autocast_dtype(recipe.train.precision, torch.device(device)), progress=True)
     return S.requires_grad_(False), batches
 
 

@@ -6,6 +6,8 @@ import contextlib
 import copy
 import io
 import math
+import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -118,9 +120,12 @@ def batch_norms(module: nn.Module) -> list[nn.Module]:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
+CPU_NOTICE_SECONDS = 60.0  # work on the CPU (an evaluation, standing statistics) expected to take longer is announced
+
+
 @torch.no_grad()
 def with_standing_statistics(generator: nn.Module, batches: int, batch_size: int, num_classes: int, seed: int,
-                             autocast_dtype: torch.dtype | None = None) -> nn.Module:
+                             autocast_dtype: torch.dtype | None = None, progress: bool = False) -> nn.Module:
     """A copy of ``generator`` (eval mode) whose batch-norm running statistics are the exact average
     batch statistics of ``batches`` batches of ``batch_size`` samples from its own seeded noise
     (BigGAN's "standing statistics"; ``eval.standing_stats``). The reason: EMA-G averages G's weights
@@ -128,6 +133,8 @@ def with_standing_statistics(generator: nn.Module, batches: int, batch_size: int
     statistics of other weights than its own; these are its own. Only the batch norms run in train
     mode (momentum None: a cumulative average); spectral norm and everything else stay in eval mode,
     and ``generator`` itself is not changed. ``batches <= 0``, or no batch norm: ``generator`` itself.
+    ``progress``: a progress bar over the batches, and on the CPU a line saying how long they will take
+    when that is over ``CPU_NOTICE_SECONDS`` (50 batches of 200 CIFAR samples take minutes there).
     """
     if batches <= 0 or not batch_norms(generator):
         return generator
@@ -141,11 +148,21 @@ def with_standing_statistics(generator: nn.Module, batches: int, batch_size: int
     device = next(G.parameters()).device
     g = torch.Generator().manual_seed(int(seed) + STANDING_SEED_OFFSET)
     amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-    for _ in range(batches):
+    from tqdm.auto import tqdm
+
+    t0 = time.monotonic()
+    for i in tqdm(range(batches), disable=not progress, unit="batch", desc="standing statistics", leave=False,
+                  file=sys.stderr):
         z = torch.randn(batch_size, int(G.z_dim), generator=g).to(device)
         y = torch.randint(0, num_classes, (batch_size,), generator=g).to(device) if num_classes > 0 else None
         with amp:
             G(z, y)
+        if progress and i == 0 and device.type == "cpu" and batches > 1:
+            estimate = (time.monotonic() - t0) * batches
+            if estimate > CPU_NOTICE_SECONDS:
+                tqdm.write(f"ganzoo: standing statistics over {batches} batches of {batch_size} on the CPU: about "
+                           f"{estimate / 60:.0f} min (from the first; --standing-stats 0 uses the stored ones)",
+                           file=sys.stderr)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
         m.eval()
