@@ -202,3 +202,53 @@ def test_slow_standing_statistics_are_announced(monkeypatch, capsys):
     monkeypatch.setattr(sampling, "CPU_NOTICE_SECONDS", 1e9)
     with_standing_statistics(G, 3, 5, 10, 0, progress=True)
     assert "about" not in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the evaluation's, stored
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"needs the FID Inception weights at {WEIGHTS}")
+def test_the_evaluations_standing_statistics_are_stored_beside_its_checkpoint(tmp_path, capsys):
+    """An evaluation with standing statistics stores EMA-G's batch-norm buffers beside the evaluated
+    checkpoint; sample/export then use exactly those (the evaluation's noise seed), without recomputing.
+    Another batch count, or a damaged file, recomputes; the file belongs to the run folder."""
+    from ganzoo.cli import main
+    from ganzoo.training import train
+    from ganzoo.training.checkpoint import load_checkpoint, standing_path
+    from ganzoo.training.export import generator_from_checkpoint, load_generator, open_generator
+    from ganzoo.training.rundir import foreign_entries
+
+    recipe = validate(tiny_recipe(train={"steps": 2, "batch_size": 4, "checkpoint_every": 2, "sample_every": 0},
+                                  eval={"every": 2, "metrics": ["kid"], "num_samples": 8, "batch_size": 5,
+                                        "standing_stats": 2, "inception_weights": str(WEIGHTS)}), "tiny")
+    result = train(recipe, tmp_path / "run", "cpu", progress=False)
+    side = standing_path(result.checkpoint)
+    assert side.name == "step-00000002.standing.safetensors" and side.is_file()
+    assert foreign_entries(result.run_dir) == []
+
+    raw, _ = generator_from_checkpoint(load_checkpoint(result.checkpoint), "ckpt")
+    evaluated = _stats(with_standing_statistics(raw, 2, 5, recipe.num_classes, recipe.seed + 2))
+    recomputed = _stats(with_standing_statistics(raw, 2, 5, recipe.num_classes, 0))
+    assert not _same(evaluated, recomputed)
+    opened = open_generator(result.run_dir)
+    assert opened.standing == 2 and _same(_stats(opened.G), evaluated)
+    out = tmp_path / "export"
+    assert main(["export", str(result.run_dir), "--out", str(out), "--device", "cpu"]) == 0
+    assert _same(_stats(load_generator(out)), evaluated)
+
+    other = open_generator(result.run_dir, standing_stats=3)  # not what was stored: computed
+    assert _same(_stats(other.G), _stats(with_standing_statistics(raw, 3, 5, recipe.num_classes, 0)))
+    side.write_bytes(b"not safetensors")  # a damaged cache is recomputed, never an error
+    assert _same(_stats(open_generator(result.run_dir).G), recomputed)
+
+
+def test_pruning_removes_the_standing_statistics_of_removed_checkpoints(tmp_path):
+    from ganzoo.training.checkpoint import prune_checkpoints
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for step in (1, 2, 3):
+        (folder / f"step-{step:08d}.pt").write_bytes(b"x")
+        (folder / f"step-{step:08d}.standing.safetensors").write_bytes(b"y")
+    prune_checkpoints(tmp_path, keep_last=1, keep={1})
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "step-00000001.pt", "step-00000001.standing.safetensors", "step-00000003.pt",
+        "step-00000003.standing.safetensors"]

@@ -20,7 +20,10 @@ RNG states are stored as tensors for the same reason. Layout (``FORMAT_VERSION``
 
 Every load verifies the digest (a flipped bit is a one-line error naming the file) and the payload's
 shape (:func:`check_payload`), so a damaged or foreign checkpoint is refused before any state is
-touched. Which checkpoint of a run folder a command uses is decided in one place,
+touched. Beside a checkpoint whose step was evaluated with standing statistics (``eval.standing_stats``)
+sits ``step-N.standing.safetensors``: EMA-G's batch-norm buffers as that evaluation computed them
+(:func:`save_standing`), so sampling and exporting use the measured generator without recomputing
+them; it is pruned with its checkpoint. Which checkpoint of a run folder a command uses is decided in one place,
 :func:`select_checkpoint` (``--checkpoint best|last``); paths read from run-folder files never leave
 the run folder's ``checkpoints/``.
 """
@@ -57,6 +60,47 @@ class CheckpointError(GanzooError):
 
 def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}.pt"
+
+
+# ----------------------------------------------------------------------------- standing statistics
+STANDING_SUFFIX = ".standing.safetensors"
+STANDING_RE = re.compile(r"^step-(\d+)\.standing\.safetensors$")
+
+
+def standing_path(ckpt: str | Path) -> Path:
+    """``step-N.standing.safetensors`` beside checkpoint ``step-N.pt``."""
+    ckpt = Path(ckpt)
+    return ckpt.with_name(ckpt.name.removesuffix(".pt") + STANDING_SUFFIX)
+
+
+def save_standing(ckpt: str | Path, buffers: Mapping[str, torch.Tensor], batches: int, batch_size: int,
+                  seed: int) -> Path:
+    """Write EMA-G's standing batch-norm buffers of the evaluation of checkpoint ``ckpt`` beside it
+    (atomically; safetensors, no pickle), with how they were computed as metadata."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in buffers.items()}
+    meta = {"batches": str(batches), "batch_size": str(batch_size), "seed": str(seed)}
+    return atomic_write(standing_path(ckpt), lambda f: f.write(save(tensors, metadata=meta)))
+
+
+def load_standing(ckpt: str | Path, batches: int, batch_size: int) -> tuple[dict[str, torch.Tensor], int] | None:
+    """The standing buffers stored beside checkpoint ``ckpt`` and their noise seed, if they were computed
+    over ``batches`` batches of ``batch_size``; None if there are none, they were computed otherwise, or
+    the file does not read (then the caller recomputes them: the file is a cache of the evaluation's)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = standing_path(ckpt)
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("batches") != str(batches) or meta.get("batch_size") != str(batch_size):
+                return None
+            return {k: f.get_tensor(k) for k in f.keys()}, int(meta.get("seed", "0"))
+    except (SafetensorError, OSError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------- RNG states
@@ -422,7 +466,12 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int, keep: set[int] = froz
         if step not in keep_steps:
             path.unlink(missing_ok=True)
             removed.append(path)
-    remove_stale_temps(Path(run_dir) / CKPT_DIR)
+    folder = Path(run_dir) / CKPT_DIR
+    for p in folder.iterdir() if folder.is_dir() else ():  # standing buffers whose checkpoint is gone
+        m = STANDING_RE.match(p.name)
+        if m and not (folder / checkpoint_name(int(m.group(1)))).exists():
+            p.unlink(missing_ok=True)
+    remove_stale_temps(folder)
     return removed
 
 

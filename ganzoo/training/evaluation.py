@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import GanzooError
 from ..recipe import Recipe
-from .sampling import CPU_NOTICE_SECONDS, make_generate_fn, with_standing_statistics
+from .sampling import CPU_NOTICE_SECONDS, batch_norm_buffers, make_generate_fn, with_standing_statistics
 
 
 class EvaluationInterrupted(GanzooError):
@@ -75,6 +75,9 @@ class Evaluator:
         self.metrics = list(recipe.eval.metrics if metrics is None else metrics)
         self.num_samples = num_samples or recipe.eval.num_samples
         self.reference = None
+        # the standing batch-norm buffers of the last call (eval.standing_stats > 0), kept so that the run
+        # can store them beside the evaluated checkpoint: {"buffers", "batches", "batch_size", "seed"}
+        self.last_standing: dict[str, Any] | None = None
 
     def __call__(self, generator: nn.Module, seed: int, interrupted: Callable[[], bool] | None = None,
                  progress: bool = False) -> dict[str, float]:
@@ -91,8 +94,12 @@ class Evaluator:
 
             self.reference = build_reference(self.recipe)
         ec = self.recipe.eval
-        generator = with_standing_statistics(generator, ec.standing_stats, ec.batch_size, self.recipe.num_classes,
-                                             seed, self.autocast, progress)
+        standing = with_standing_statistics(generator, ec.standing_stats, ec.batch_size, self.recipe.num_classes,
+                                            seed, self.autocast, progress)
+        self.last_standing = None if standing is generator else {
+            "buffers": {k: t.detach().cpu().clone() for k, t in batch_norm_buffers(standing).items()},
+            "batches": ec.standing_stats, "batch_size": ec.batch_size, "seed": seed}
+        generator = standing
         generate_fn = make_generate_fn(
             generator, int(generator.z_dim), self.recipe.num_classes, seed, ec.batch_size, self.autocast
         )

@@ -45,12 +45,16 @@ def generator_from_checkpoint(
     return G.to(device).eval().requires_grad_(False), recipe
 
 
-def standing(G: nn.Module, recipe: Recipe, batches: int | None, device: str | torch.device) -> tuple[nn.Module, int]:
+def standing(G: nn.Module, recipe: Recipe, batches: int | None, device: str | torch.device,
+             checkpoint: str | Path | None = None) -> tuple[nn.Module, int]:
     """G with standing batch-norm statistics over ``batches`` batches of ``recipe.eval.batch_size`` (None:
-    the recipe's ``eval.standing_stats``, the statistics its evaluations used; 0: G as it is), from noise
-    seed 0, and the number of batches used (0 where G has no batch norm)."""
+    the recipe's ``eval.standing_stats``, the statistics its evaluations used; 0: G as it is), and the
+    number of batches used (0 where G has no batch norm). Where the run stored the ones its evaluation of
+    ``checkpoint`` computed over as many batches (:func:`~.checkpoint.load_standing`), those; else
+    computed here from noise seed 0."""
+    from .checkpoint import load_standing
     from .plan import autocast_dtype
-    from .sampling import batch_norms, with_standing_statistics
+    from .sampling import batch_norms, with_buffers, with_standing_statistics
 
     batches = recipe.eval.standing_stats if batches is None else batches
     if batches < 0:
@@ -58,6 +62,12 @@ def standing(G: nn.Module, recipe: Recipe, batches: int | None, device: str | to
     if batches == 0 or not batch_norms(G):
         return G, 0
     ec = recipe.eval
+    stored = load_standing(checkpoint, batches, ec.batch_size) if checkpoint is not None else None
+    if stored is not None:
+        try:
+            return with_buffers(G, stored[0]).requires_grad_(False), batches
+        except ValueError:
+            pass  # not this generator's: computed below
     S = with_standing_statistics(G, batches, ec.batch_size, recipe.num_classes, 0,
                                  autocast_dtype(recipe.train.precision, torch.device(device)), progress=True)
     return S.requires_grad_(False), batches
@@ -114,7 +124,7 @@ def export_choice(choice: Choice, out_dir: str | Path, standing_stats: int | Non
     path = choice.path
     ckpt = load_checkpoint(path, need=GENERATOR_KEYS)
     G, recipe = generator_from_checkpoint(ckpt, str(path), device)
-    G, batches = standing(G, recipe, standing_stats, device)
+    G, batches = standing(G, recipe, standing_stats, device, path)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in G.state_dict().items()}
     meta = {"step": str(ckpt["step"]), "ganzoo_version": __version__, "checkpoint": path.name,
             "weights": "ema" if ckpt.get("ema") is not None else "generator", "chosen": choice.why,
@@ -210,5 +220,5 @@ def open_generator(
     choice = select_checkpoint(target, checkpoint)
     ckpt = load_checkpoint(choice.path, need=GENERATOR_KEYS)
     G, recipe = generator_from_checkpoint(ckpt, str(choice.path), device)
-    G, batches = standing(G, recipe, standing_stats, device)
+    G, batches = standing(G, recipe, standing_stats, device, choice.path)
     return Opened(G, recipe, ckpt["step"], str(choice.path), choice.why, choice.warning, batches)

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..atomic import atomic_write_text
 from .checkpoint import (CKPT_DIR, capture_rng, checkpoint_name, prune_checkpoints, regularizer_state,
-                         save_checkpoint)
+                         save_checkpoint, save_standing)
 from .collapse import CollapseMonitor
 from .evaluation import EvaluationInterrupted
 from .gammas import write_gammas
@@ -180,6 +180,15 @@ class Checkpoints:
             self.log.flush()
             return path
 
+    def write_standing(self, step: int, standing: dict[str, Any] | None) -> None:
+        """The evaluation's standing batch-norm buffers beside the checkpoint of ``step``, if it has one
+        (rank 0; see :func:`~.checkpoint.save_standing`)."""
+        path = self.ckpt_dir / checkpoint_name(step)
+        if standing and self.dist.is_main and path.is_file():
+            with self.clock.overhead():
+                save_standing(path, standing["buffers"], standing["batches"], standing["batch_size"],
+                              standing["seed"])
+
     def _payload(self, state: RunState) -> dict[str, Any]:
         n, device = self.nets, self.dist.device
         return {
@@ -269,6 +278,7 @@ class Evaluation:
                            kimg=round(state.kimg(self.recipe.train), 3), time=self.clock.elapsed())
             if fid is not None and math.isfinite(fid) and (state.best is None or fid < state.best["fid"]):
                 self.ckpts.mark_best(state, fid)
+            self.ckpts.write_standing(state.step, getattr(self.evaluator, "last_standing", None))
             return results
 
 

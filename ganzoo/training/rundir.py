@@ -40,7 +40,7 @@ GAMMAS_FILE = "gammas.json"  # the attention gates at the last checkpoint (train
 OWN_FILES = {RECIPE_FILE, MARKER_FILE, "metrics.jsonl", "command.txt", "ablate-done.json", GAMMAS_FILE}
 _TEMP = r"\..+\.tmp"
 OWN_DIRS = {
-    "checkpoints": re.compile(rf"^(step-\d+\.pt(\.damaged)?|best\.json|{_TEMP})$"),
+    "checkpoints": re.compile(rf"^(step-\d+\.pt(\.damaged)?|step-\d+\.standing\.safetensors|best\.json|{_TEMP})$"),
     SAMPLES_DIR: re.compile(rf"^(step-\d+\.png|{_TEMP})$"),
     "tb": re.compile(r"^events\.out\.tfevents\..+$"),
 }

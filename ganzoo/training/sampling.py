@@ -123,6 +123,26 @@ def batch_norms(module: nn.Module) -> list[nn.Module]:
 CPU_NOTICE_SECONDS = 60.0  # work on the CPU (an evaluation, standing statistics) expected to take longer is announced
 
 
+def batch_norm_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The running-statistics buffers of ``module``'s batch norms, by their state-dict names."""
+    norms = {id(m) for m in batch_norms(module)}
+    return {f"{name}.{b}" if name else b: t for name, m in module.named_modules() if id(m) in norms
+            for b, t in m.named_buffers(recurse=False)}
+
+
+@torch.no_grad()
+def with_buffers(generator: nn.Module, buffers: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``generator`` (eval mode) with ``buffers`` (:func:`batch_norm_buffers` of a standing copy)
+    in place of its batch norms' own; they must name exactly its batch-norm buffers with their shapes."""
+    G = copy.deepcopy(generator).eval()
+    own = batch_norm_buffers(G)
+    if own.keys() != buffers.keys() or any(own[k].shape != buffers[k].shape for k in own):
+        raise ValueError("the stored batch-norm buffers do not fit this generator")
+    for k, t in buffers.items():
+        own[k].copy_(t)
+    return G
+
+
 @torch.no_grad()
 def with_standing_statistics(generator: nn.Module, batches: int, batch_size: int, num_classes: int, seed: int,
                              autocast_dtype: torch.dtype | None = None, progress: bool = False) -> nn.Module:
