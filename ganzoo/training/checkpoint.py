@@ -64,7 +64,6 @@ def checkpoint_name(step: int) -> str:
 
 # ----------------------------------------------------------------------------- standing statistics
 STANDING_SUFFIX = ".standing.safetensors"
-STANDING_RE = re.compile(r"^step-(\d+)\.standing\.safetensors$")
 
 
 def standing_path(ckpt: str | Path) -> Path:
@@ -84,10 +83,10 @@ def save_standing(ckpt: str | Path, buffers: Mapping[str, torch.Tensor], batches
     return atomic_write(standing_path(ckpt), lambda f: f.write(save(tensors, metadata=meta)))
 
 
-def load_standing(ckpt: str | Path, batches: int, batch_size: int) -> tuple[dict[str, torch.Tensor], int] | None:
-    """The standing buffers stored beside checkpoint ``ckpt`` and their noise seed, if they were computed
-    over ``batches`` batches of ``batch_size``; None if there are none, they were computed otherwise, or
-    the file does not read (then the caller recomputes them: the file is a cache of the evaluation's)."""
+def load_standing(ckpt: str | Path, batches: int, batch_size: int) -> dict[str, torch.Tensor] | None:
+    """The standing buffers stored beside checkpoint ``ckpt``, if they were computed over ``batches``
+    batches of ``batch_size``; None if there are none, they were computed otherwise, or the file does
+    not read (then the caller recomputes them: the file is a cache of the evaluation's)."""
     from safetensors import SafetensorError, safe_open
 
     path = standing_path(ckpt)
@@ -98,7 +97,7 @@ def load_standing(ckpt: str | Path, batches: int, batch_size: int) -> tuple[dict
             meta = f.metadata() or {}
             if meta.get("batches") != str(batches) or meta.get("batch_size") != str(batch_size):
                 return None
-            return {k: f.get_tensor(k) for k in f.keys()}, int(meta.get("seed", "0"))
+            return {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError):
         return None
 
@@ -458,20 +457,16 @@ def _describe(damaged: list[tuple[Path, str]]) -> str:
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int, keep: set[int] = frozenset()) -> list[Path]:
-    """Delete step checkpoints except the newest ``keep_last`` and the steps in ``keep``."""
+    """Delete step checkpoints (with their standing buffers) except the newest ``keep_last`` and the steps in ``keep``."""
     ckpts = list_checkpoints(run_dir)
     keep_steps = {s for s, _ in ckpts[-keep_last:]} | set(keep)
     removed = []
     for step, path in ckpts:
         if step not in keep_steps:
             path.unlink(missing_ok=True)
+            standing_path(path).unlink(missing_ok=True)  # its evaluation's standing buffers, if any
             removed.append(path)
-    folder = Path(run_dir) / CKPT_DIR
-    for p in folder.iterdir() if folder.is_dir() else ():  # standing buffers whose checkpoint is gone
-        m = STANDING_RE.match(p.name)
-        if m and not (folder / checkpoint_name(int(m.group(1)))).exists():
-            p.unlink(missing_ok=True)
-    remove_stale_temps(folder)
+    remove_stale_temps(Path(run_dir) / CKPT_DIR)
     return removed
 
 

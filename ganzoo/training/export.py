@@ -65,7 +65,7 @@ def standing(G: nn.Module, recipe: Recipe, batches: int | None, device: str | to
     stored = load_standing(checkpoint, batches, ec.batch_size) if checkpoint is not None else None
     if stored is not None:
         try:
-            return with_buffers(G, stored[0]).requires_grad_(False), batches
+            return with_buffers(G, stored).requires_grad_(False), batches
         except ValueError:
             pass  # not this generator's: computed below
     S = with_standing_statistics(G, batches, ec.batch_size, recipe.num_classes, 0,

@@ -186,8 +186,7 @@ class Checkpoints:
         path = self.ckpt_dir / checkpoint_name(step)
         if standing and self.dist.is_main and path.is_file():
             with self.clock.overhead():
-                save_standing(path, standing["buffers"], standing["batches"], standing["batch_size"],
-                              standing["seed"])
+                save_standing(path, **standing)
 
     def _payload(self, state: RunState) -> dict[str, Any]:
         n, device = self.nets, self.dist.device
@@ -278,6 +277,7 @@ class Evaluation:
                            kimg=round(state.kimg(self.recipe.train), 3), time=self.clock.elapsed())
             if fid is not None and math.isfinite(fid) and (state.best is None or fid < state.best["fid"]):
                 self.ckpts.mark_best(state, fid)
+            # any evaluator callable works here; Evaluator also keeps the standing buffers it computed
             self.ckpts.write_standing(state.step, getattr(self.evaluator, "last_standing", None))
             return results
 
