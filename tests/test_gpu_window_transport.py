@@ -103,3 +103,21 @@ def test_a_missing_or_foreign_part_is_refused(sent):
     out = sh(KEEP, "long-s0", *calls, cwd=home, check=False)
     assert out.returncode == 1 and "do not match the checkpoint's sha256" in out.stderr
     assert not (home / ".devcache").exists()
+
+
+def test_a_run_resumed_on_the_same_machine_is_cut_again_from_its_newer_checkpoint(sent):
+    """ckpt_out cuts parts once per checkpoint: after the run continues on the same device, the next
+    ckpt_out sends the newer checkpoint, not the parts of the old one (on 2026-12-06 they had to be
+    deleted by hand)."""
+    tmp_path, calls = sent
+    assert sorted(p.name for p in calls[0].glob("*.part-*"))[0].startswith("long-s0.step-00000004.pt.")
+    device = tmp_path / "device" / "work"
+    ganzoo("run", "--resume", device / "runs" / "long-s0", "--set", "train.steps=6", "--device", "cpu", cwd=tmp_path)
+    env = {"GPU_WINDOW_WORK": str(device), "GPU_WINDOW_ROOT": str(tmp_path / "device" / "assets"),
+           "GPU_WINDOW_PART_SIZE": "96K"}
+    out = tmp_path / "again"
+    sh(SCRIPT, "ckpt_out", "long-s0", 0, cwd=REPO, env={**env, "OUT": str(out)})
+    names = {p.name.split(".part-")[0] for p in out.glob("*.part-*")}
+    assert names == {"long-s0.step-00000006.pt"}
+    listed = sorted((device / "parts" / "long-s0").glob("*.part-*"))
+    assert listed and all("step-00000006" in p.name for p in listed)  # the old checkpoint's parts are gone

@@ -39,9 +39,10 @@
 # rounds of refused back-to-back calls cost 9.5 of the session's 30 minutes). Size the first `wait` to
 # end after a 10-minute run's final evaluation (stage3 returns about 10 s after the run starts).
 #
-# Since 2026-12-06 recipes/sagan.yaml evaluates with standing statistics (eval.standing_stats: 50), so
-# JOBS=sagan10 runs what the 2026-12-06 run did with SAGAN10_EXTRA="--set eval.standing_stats=50"; its
-# seed 0 is the run that issue 16 still lacks (SEEDS=0 SAGAN10_TAG=-standing names it beside seed 1's).
+# Since 2026-12-06 recipes/sagan.yaml evaluates with standing statistics (eval.standing_stats: 50); its
+# 10-minute runs of both seeds are docs/quality/runs/sagan10-standing-s0/-s1. Issue 16's long run (long-s0)
+# stopped at step 49,040 on 2026-12-06 and its parts are under .devcache/ckpt: the next window makes
+# stage1, stage2, ckpt_in a, b, c, then stage3 with JOBS=long SKIP_TESTS=1 (about 14 minutes to 100k steps).
 set -uo pipefail
 phase=${1:?phase}
 ROOT=${GPU_WINDOW_ROOT:-/root/assets}   # staged data and weights (and checkpoint parts, ckpt_in)
@@ -111,15 +112,16 @@ case "$phase" in
 ckpt_out)  # `ckpt_out RUN FIRST`: RUN's last checkpoint back to this machine in 15 MiB parts, 4 per call from
            # part FIRST (0, then 4; a 100 MB CIFAR checkpoint is 7 parts), the run's small files (no
            # checkpoints) and the checkpoint's sha256 with the first call. Files come back under $OUT.
+  # (parts are cut once per checkpoint: a run resumed on the same machine since is cut again from its newer one)
   run=${2:?run}; first=${3:-0}; d="$WORK/parts/$run"
-  if [ ! -f "$d/done" ]; then
-    ck=$(ls "$WORK/runs/$run/checkpoints"/step-*.pt 2>/dev/null | sort | tail -1)
-    [ -n "$ck" ] || { echo "ckpt_out: no checkpoint in $WORK/runs/$run/checkpoints"; exit 1; }
+  ck=$(ls "$WORK/runs/$run/checkpoints"/step-*.pt 2>/dev/null | sort | tail -1)
+  [ -n "$ck" ] || { echo "ckpt_out: no checkpoint in $WORK/runs/$run/checkpoints"; exit 1; }
+  if [ "$(cat "$d/done" 2>/dev/null)" != "$(basename "$ck")" ]; then
     rm -rf "$d" && mkdir -p "$d" || exit 1
     split -b "$PART_SIZE" -d -a 2 "$ck" "$d/$run.$(basename "$ck").part-" || exit 1
     echo "$(sha256sum "$ck" | cut -d' ' -f1) $(ls "$d"/*.part-* | wc -l)" > "$d/$run.sha256"  # digest, part count
     (cd "$WORK/runs" && tar czf "$d/$run.small.tar.gz" --exclude='*.pt' "$run") || exit 1
-    touch "$d/done"
+    basename "$ck" > "$d/done"
   fi
   mkdir -p "${OUT:?}"
   ls "$d"/*.part-* | tail -n +$(( first + 1 )) | head -4 | while read -r f; do cp "$f" "$OUT"/; done
