@@ -286,3 +286,33 @@ def test_attention_variants_study_recipes():
         cls = ATTENTION.get(name).obj
         for net in (build_generator(recipe), build_discriminator(recipe)):
             assert sum(isinstance(m, cls) for m in net.modules()) == 1, name
+
+
+def test_attention_variants_study_shares_the_ablation_studys_sagan_and_none_runs():
+    """The "which attention block?" study (issue 20) and the ablation (issue 19) run in one study folder
+    (benchmarks/device/gpu_window.sh job `study`), and two of issue 20's rows are runs issue 19 already
+    makes: attn-sagan is ablation-feat16 and attn-none is ablation-none up to their names. Re-running them
+    would cost 8 of the study's 48 runs (about 1.6 GPU-hours), so the study trains them once; this holds
+    only while the recipes train the same networks from the same seed."""
+    from conftest import REPO
+    from ganzoo.recipe import load_recipe
+    from ganzoo.training.build import build_discriminator, build_generator
+
+    folder = REPO / "recipes" / "ablations"
+    for variant, ablation in (("sagan", "feat16"), ("none", "none")):
+        a = load_recipe(folder / "attention-variants" / f"{variant}.yaml")
+        b = load_recipe(folder / f"{ablation}.yaml")
+        da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
+        for d in (da, db):
+            del d["name"], d["description"]
+            for net in ("generator", "discriminator"):  # the one spelling that may differ: no attention at all
+                if d[net]["attention"]["type"] == "none" or not d[net]["attention_resolutions"]:
+                    d[net]["attention"], d[net]["attention_resolutions"] = "no attention", []
+        assert da == db, f"attention-variants/{variant}.yaml no longer trains what ablations/{ablation}.yaml does"
+        for build in (build_generator, build_discriminator):
+            torch.manual_seed(3)
+            na = build(a)
+            torch.manual_seed(3)
+            nb = build(b)
+            sa, sb = na.state_dict(), nb.state_dict()
+            assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa), (variant, build.__name__)

@@ -19,18 +19,30 @@ SCRIPT = REPO / "benchmarks" / "device" / "gpu_window.sh"
 KEEP = REPO / "benchmarks" / "device" / "keep_study.sh"
 
 
-def window(tmp_path: Path, work: str, recipes: list[Path], kept: Path) -> tuple[str, Path]:
-    """The `jobs` phase with JOBS=study on a fresh 'machine', then `pack`: its log and results.tar.gz."""
+def window(tmp_path: Path, work: str, recipes: list[Path], kept: Path, exit: int = 0, **extra: str) -> tuple[str, Path]:
+    """The `jobs` phase with JOBS=study on a fresh 'machine' (``extra``: more environment), then `pack`: its
+    log and results.tar.gz."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # python3: this interpreter
            "GANZOO_CACHE": str(tmp_path / "cache"), "GPU_WINDOW_WORK": str(tmp_path / work),
            "GPU_WINDOW_ROOT": str(tmp_path / work / "assets"), "OUT": str(tmp_path / work / "out"),
            "JOBS": "study", "STUDY_DEVICES": "cpu cpu", "STUDY_SEEDS": "0", "STUDY_STEPS": "2", "STUDY_EVAL": "2",
-           "STUDY_SET": "", "STUDY_RECIPES": " ".join(map(str, recipes)), "STUDY_DIR": str(kept)}
+           "STUDY_SET": "", "STUDY_RECIPES": " ".join(map(str, recipes)), "STUDY_DIR": str(kept), **extra}
     env.pop("GANZOO_INCEPTION_WEIGHTS", None)
     jobs = subprocess.run(["bash", str(SCRIPT), "jobs"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert jobs.returncode == 0 and "study exit 0" in jobs.stdout, jobs.stdout + jobs.stderr
+    assert jobs.returncode == 0 and f"study exit {exit}" in jobs.stdout, jobs.stdout + jobs.stderr
     return (tmp_path / work / "study.log").read_text(), tmp_path / work
+
+
+def tiny_recipes(tmp_path: Path, *variants: tuple[str, list[int]]) -> list[Path]:
+    recipes = []
+    for name, att in variants:
+        data = tiny_recipe(name=name, generator={"attention_resolutions": att},
+                           discriminator={"attention_resolutions": att},
+                           train={"batch_size": 4, "log_every": 1}, eval={"metrics": []})
+        recipes.append(tmp_path / f"{name}.yaml")
+        recipes[-1].write_text(yaml.safe_dump(data))
+    return recipes
 
 
 def pack(tmp_path: Path, work: Path) -> Path:
@@ -40,13 +52,7 @@ def pack(tmp_path: Path, work: Path) -> Path:
 
 
 def test_a_study_continues_in_the_next_window_from_the_runs_kept(tmp_path):
-    recipes = []
-    for name, att in (("st-none", []), ("st-feat16", [16])):
-        data = tiny_recipe(name=name, generator={"attention_resolutions": att},
-                           discriminator={"attention_resolutions": att},
-                           train={"batch_size": 4, "log_every": 1}, eval={"metrics": []})
-        recipes.append(tmp_path / f"{name}.yaml")
-        recipes[-1].write_text(yaml.safe_dump(data))
+    recipes = tiny_recipes(tmp_path, ("st-none", []), ("st-feat16", [16]))
     kept = tmp_path / "docs-runs"
     log, work = window(tmp_path, "w1", recipes, kept)
     assert "st-none-s0: new" in log and "st-feat16-s0: new" in log
@@ -66,3 +72,19 @@ def test_a_study_continues_in_the_next_window_from_the_runs_kept(tmp_path):
     report = (work / "study" / "report.md").read_text()
     assert "| st-none |" in report and "| st-feat16 |" in report
     assert "1 finished runs kept" in (work / "study_plan.txt").read_text()
+
+
+def test_study_groups_run_in_order_into_one_folder_and_a_failed_group_stops_the_study(tmp_path):
+    """STUDY_GROUPS (the default: issue 19's seven recipes, then issue 20's other five): every seed of the
+    first group before the second group starts, all in one folder; a group that fails ends the job with its
+    exit status and the groups after it do not start."""
+    none, feat16 = tiny_recipes(tmp_path, ("st-none", []), ("st-feat16", [16]))
+    groups = {"STUDY_RECIPES": "", "STUDY_GROUPS": f"{none} ; {feat16}", "STUDY_SEEDS": "0 1", "STUDY_DEVICES": "cpu"}
+    log, work = window(tmp_path, "w1", [], tmp_path / "kept", **groups)
+    starts = [line.split()[1].rstrip(":") for line in log.splitlines() if line.startswith("start ")]
+    assert starts == ["st-none-s0", "st-none-s1", "st-feat16-s0", "st-feat16-s1"], log
+    assert sorted(p.parent.name for p in (work / "study").glob("*/ablate-done.json")) == [
+        "st-feat16-s0", "st-feat16-s1", "st-none-s0", "st-none-s1"]
+    bad = {**groups, "STUDY_GROUPS": f"{tmp_path / 'missing.yaml'} ; {feat16}"}
+    log, work = window(tmp_path, "w2", [], tmp_path / "kept", exit=2, **bad)
+    assert "missing.yaml" in log and "st-feat16" not in log

@@ -27,7 +27,8 @@
 # `bash benchmarks/device/keep_parts.sh long-s0 /work/.device/N /work/.device/M` checks and files them; the
 # next window carries them in (`ckpt_in a`, `b`, `c`, one call each, before stage3) and the long job resumes.
 #
-# A study (JOBS=study; issues 19 and 20) also crosses windows, by its finished runs alone: on a multi-GPU kind
+# A study (JOBS=study; issues 19 and 20: 12 recipes x 4 seeds x 50k steps, about 12 minutes a run alone on one
+# H100, so about 10 GPU-hours, two runs a single-GPU window) also crosses windows, by its finished runs alone: on a multi-GPU kind
 # (`run kind=nvidia-h100-x8 ...`) it trains one run per GPU; after the window, `bash benchmarks/device/
 # keep_study.sh docs/ablations/runs-50k /work/.device/N/results.tar.gz` keeps the finished runs' small files,
 # commit them, and the next window's study job skips them.
@@ -52,6 +53,12 @@ mkdir -p "$WORK"
 # the ablation's speed options: CUDA graph + resampling folded into the convs (the same maths: exact
 # identities, and the graph replays the eager step; docs/benchmarks/training.md)
 FAST_SET="--set train.cuda_graph=true --set generator.fused_resample=true --set discriminator.fused_resample=true"
+# the study's recipes: issue 19's ablation (recipes/ablations/*.yaml) and issue 20's attention blocks; issue 20's
+# `sagan` and `none` rows are issue 19's feat16 and none runs (the same training up to the name, tested in
+# tests/test_attention_variants.py), so they are trained once: 12 recipes, not 14. Issue 19's seven go first,
+# every seed of them, then issue 20's other five (STUDY_GROUPS, ';'-separated groups of recipes, run in order)
+STUDY_GROUPS_BOTH="recipes/ablations/*.yaml; $(printf 'recipes/ablations/attention-variants/%s.yaml ' mhsa non_local \
+  efficient global_context squeeze_excitation)"
 # the fastest settings of docs/training.md (issue 16's 10-minute runs and the long run)
 SAGAN10_SET="$FAST_SET --set train.compile=true --set train.d_concat=true --set train.channels_last=true"
 
@@ -305,7 +312,7 @@ PY
         date -u +%FT%T.%NZ > "$WORK/runs/$name-s$seed.end.txt"
       done
       for seed in ${SEEDS:-0 1}; do standing_evals "$WORK/runs/$name-s$seed"; done ;;
-    study)  # issues 19 and 20: STUDY_RECIPES (default recipes/ablations/*.yaml) x STUDY_SEEDS (default 0 1 2 3) at
+    study)  # issues 19 and 20 in one study folder: STUDY_RECIPES (default the groups of $STUDY_GROUPS_BOTH) x STUDY_SEEDS (default 0 1 2 3) at
             # STUDY_STEPS G steps (default 50000), the fastest settings, FID/KID with 10k EMA samples every STUDY_EVAL
             # steps (default 10000), one sample grid at the end (results.tar.gz is one file of at most 16 MiB),
             # spread over every GPU of the host (ganzoo ablate --device cuda:0 ... cuda:N-1:
@@ -319,10 +326,16 @@ PY
       done
       devices=${STUDY_DEVICES:-$(nvidia-smi -L | awk '{ printf "cuda:%d ", NR - 1 }')}  # (the CPU test: "cpu cpu")
       echo "study: $kept finished runs kept from earlier windows; devices: $devices" | tee "$WORK/study_plan.txt"
-      python3 -m ganzoo ablate ${STUDY_RECIPES:-recipes/ablations/*.yaml} --seeds ${STUDY_SEEDS:-0 1 2 3} \
-        --steps "${STUDY_STEPS:-50000}" --device $devices --out "$out" ${STUDY_SET-$SAGAN10_SET} \
-        --set eval.every="${STUDY_EVAL:-10000}" --set train.sample_every="${STUDY_STEPS:-50000}" \
-        --set train.checkpoint_every="${STUDY_EVAL:-10000}" --report "$out/report.md" > "$WORK/study.log" 2>&1 ;;
+      IFS=';' read -ra groups <<< "${STUDY_RECIPES:-${STUDY_GROUPS:-$STUDY_GROUPS_BOTH}}"; rc=0
+      for group in "${groups[@]}"; do  # one after the other, into one folder (ablate skips what is done)
+        echo "study group: $(echo $group)" >> "$WORK/study.log"
+        python3 -m ganzoo ablate $group --seeds ${STUDY_SEEDS:-0 1 2 3} \
+          --steps "${STUDY_STEPS:-50000}" --device $devices --out "$out" ${STUDY_SET-$SAGAN10_SET} \
+          --set eval.every="${STUDY_EVAL:-10000}" --set train.sample_every="${STUDY_STEPS:-50000}" \
+          --set train.checkpoint_every="${STUDY_EVAL:-10000}" --report "$out/report.md" >> "$WORK/study.log" 2>&1 \
+          || { rc=$?; break; }
+      done
+      (exit $rc) ;;
     attnvar)  # issue 20: every registered attention block at 32x32/C256, 64x64/C128, 128x128/C64, batch 64,
               # fp32 and bf16, forward+backward (benchmarks/attention.py's variants table), alone on the GPU
       timeout 300 python3 benchmarks/attention.py --variants-only --out "$WORK/attention-variants" \
@@ -392,7 +405,8 @@ PY
       if [ "$mps" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
       (exit $rc) ;;
     esac
-    echo "$(date -u +%T) $job exit $?"
+    status=$?  # (before the date's command substitution, which resets $?: until 2026-12-06 every job logged exit 0)
+    echo "$(date -u +%T) $job exit $status"
   done
   date -u +%FT%TZ > "$WORK/finished.txt"
   echo "all jobs done" ;;
