@@ -31,7 +31,11 @@
 # H100, so about 10 GPU-hours, two runs a single-GPU window) also crosses windows, by its finished runs alone: on a multi-GPU kind
 # (`run kind=nvidia-h100-x8 ...`) it trains one run per GPU; after the window, `bash benchmarks/device/
 # keep_study.sh docs/ablations/runs-50k /work/.device/N/results.tar.gz` keeps the finished runs' small files,
-# commit them, and the next window's study job skips them.
+# commit them, and the next window's study job skips them. The two reports come from that one folder:
+#   ganzoo report docs/ablations/runs-50k/ablation-* --out docs/ablations/cifar10.md --notes ...          (issue 19)
+#   ganzoo report docs/ablations/runs-50k/ablation-feat16-* docs/ablations/runs-50k/ablation-none-* \
+#     docs/ablations/runs-50k/attn-* --out docs/ablations/attention-variants.md \
+#     --block-bench docs/benchmarks/runs/h100-2026-12-06-attnvar/attention.json --notes ...              (issue 20)
 #
 # Call the next `run` at once: a machine idle for 30 s is given back with everything on it (this lost a
 # whole window on 2026-11-24, and the last seconds of a 10-minute run on 2026-12-06). A machine also goes
