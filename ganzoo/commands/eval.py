@@ -60,9 +60,8 @@ def main(args: argparse.Namespace) -> int:
                           "num_samples": recipe.eval.num_samples, "standing_stats": recipe.eval.standing_stats,
                           **results}))
     else:
-        standing = recipe.eval.standing_stats
-        print(f"# {opened.describe()}, {recipe.eval.num_samples} samples"
-              + (f", standing statistics over {standing} batches" if standing else ""))
+        # opened without them: the Evaluator applies the recipe's standing statistics
+        print(f"# {opened._replace(standing=recipe.eval.standing_stats).describe()}, {recipe.eval.num_samples} samples")
         for k, v in results.items():
             print(f"{k} {v:.6g}")
     return 0

@@ -23,14 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from ..training.build import resolve_device
     from ..training.checkpoint import select_checkpoint
-    from ..training.export import RECIPE_FILE, WEIGHTS_FILE, check_output, export_choice
+    from ..training.export import RECIPE_FILE, WEIGHTS_FILE, check_output, describe, export_choice
 
     out = check_output(args.out, "export: --out", folder=True)  # before reading anything
     choice = select_checkpoint(args.target, args.checkpoint)
     if choice.warning:
         print(f"ganzoo: warning: {choice.warning}", file=sys.stderr)
     step, standing = export_choice(choice, out, args.standing_stats, resolve_device(args.device))
-    why = ("" if choice.why == "file" else f", {choice.why}") + \
-        (f", standing statistics over {standing} batches" if standing else "")
-    print(f"wrote {out / WEIGHTS_FILE} and {out / RECIPE_FILE} from {choice.path} (step {step}{why})")
+    print(f"wrote {out / WEIGHTS_FILE} and {out / RECIPE_FILE} from {describe(choice.path, step, choice.why, standing)}")
     return 0

@@ -186,10 +186,15 @@ class Opened(NamedTuple):
     def describe(self) -> str:
         """``PATH (step N, best by FID 32.60, standing statistics over 50 batches)``: which checkpoint
         was used, and how."""
-        parts = ([f"step {self.step}"] if self.step is not None else []) + \
-            ([self.why] if self.why not in ("file", "export") else []) + \
-            ([f"standing statistics over {self.standing} batches"] if self.standing else [])
-        return f"{self.source} ({', '.join(parts)})" if parts else self.source
+        return describe(self.source, self.step, self.why, self.standing)
+
+
+def describe(source: str | Path, step: int | None, why: str, standing: int) -> str:
+    """The one wording of which generator a command used (``Opened.describe``, ``ganzoo export``)."""
+    parts = ([f"step {step}"] if step is not None else []) + \
+        ([why] if why not in ("file", "export") else []) + \
+        ([f"standing statistics over {standing} batches"] if standing else [])
+    return f"{source} ({', '.join(parts)})" if parts else str(source)
 
 
 def _number(meta: dict[str, str], key: str) -> int | None:
