@@ -187,6 +187,33 @@ def test_progress_grids_use_the_standing_statistics(tmp_path):
     assert not torch.equal(tile, first_tile(raw))
 
 
+def test_a_grid_at_an_evaluated_step_shows_the_generator_the_evaluation_measured(tmp_path):
+    """At a step that is evaluated, the progress grid uses the evaluation's standing buffers (noise seed
+    recipe.seed + step, stored beside the checkpoint) rather than computing others from another seed: the
+    last grid is the generator the run's FID belongs to, as `ganzoo sample` shows it."""
+    from PIL import Image
+
+    from ganzoo.training import train
+    from ganzoo.training.checkpoint import load_checkpoint
+    from ganzoo.training.export import generator_from_checkpoint
+    from ganzoo.training.sampling import fixed_noise
+
+    recipe = validate(tiny_recipe(train={"steps": 2, "batch_size": 4, "checkpoint_every": 2, "sample_every": 2},
+                                  eval={"every": 2, "metrics": ["kid"], "num_samples": 8, "batch_size": 5,
+                                        "standing_stats": 2, "inception_weights": str(WEIGHTS)}), "tiny")
+    result = train(recipe, tmp_path / "run", "cpu", progress=False)
+    raw, _ = generator_from_checkpoint(load_checkpoint(result.checkpoint), "ckpt")
+    z, y, _ = fixed_noise(int(raw.z_dim), recipe.num_classes, recipe.seed)
+    tile = torch.tensor(np.array(Image.open(result.run_dir / "samples" / "step-00000002.png")))[2:34, 2:34]
+
+    def first_tile(seed):
+        G = with_standing_statistics(raw, 2, 5, recipe.num_classes, seed)
+        return generate(G, z[:1], y[:1])[0].permute(1, 2, 0)
+
+    assert torch.equal(tile, first_tile(recipe.seed + 2))  # the evaluation's noise seed
+    assert not torch.equal(tile, first_tile(recipe.seed))
+
+
 def test_slow_standing_statistics_are_announced(monkeypatch, capsys):
     """On the CPU, standing statistics that will take long (50 CIFAR batches take minutes) say so after the
     first batch, with how to skip them; without ``progress`` (in-run grids, tests) nothing is printed."""

@@ -26,7 +26,7 @@ from .collapse import CollapseMonitor
 from .evaluation import EvaluationInterrupted
 from .gammas import write_gammas
 from .outcome import diverged
-from .sampling import fixed_noise, generate, save_grid, with_standing_statistics
+from .sampling import fixed_noise, generate, save_grid, with_buffers, with_standing_statistics
 from .step import STAT_NAMES
 
 MIN_TIMED_SECONDS = 0.05  # a log window shorter than this (one step after an evaluation) is not timed
@@ -226,13 +226,16 @@ class Samples:
         self.recipe = recipe
         self.z, self.y, self.cols = fixed_noise(int(net.z_dim), recipe.num_classes, recipe.seed)
 
-    def write(self, step: int) -> None:
+    def write(self, step: int, standing: dict[str, torch.Tensor] | None = None) -> None:
+        """The grid of ``step``; ``standing``: the batch-norm buffers an evaluation of this step used
+        (:meth:`Evaluation.standing_at`), so that the grid shows the generator that was measured, else
+        they are computed here."""
         with self.clock.overhead():
             if not self.dist.is_main:
                 return
             r = self.recipe
-            G = with_standing_statistics(self.net, r.eval.standing_stats, r.eval.batch_size, r.num_classes,
-                                         r.seed, self.plan.amp)
+            G = with_buffers(self.net, standing) if standing is not None else with_standing_statistics(
+                self.net, r.eval.standing_stats, r.eval.batch_size, r.num_classes, r.seed, self.plan.amp)
             images = generate(G, self.z, self.y, batch_size=max(self.plan.micro, 64), autocast_dtype=self.plan.amp)
             save_grid(self.folder / f"step-{step:08d}.png", images, self.cols)
             self.log.image("samples", images, self.cols, step)
@@ -247,6 +250,12 @@ class Evaluation:
         self.evaluator, self.net, self.recipe, self.dist = evaluator, net, recipe, dist
         self.log, self.ckpts, self.clock, self.progress = log, ckpts, clock, progress
         self.last_step: int | None = None  # the step of this session's last evaluation
+        self.last_standing: dict[str, torch.Tensor] | None = None  # the standing buffers it used, if any
+
+    def standing_at(self, step: int) -> dict[str, torch.Tensor] | None:
+        """The standing batch-norm buffers of an evaluation at ``step`` (None: none ran there, or it used
+        the running statistics)."""
+        return self.last_standing if step == self.last_step else None
 
     def due(self, step: int, end: bool) -> bool:
         """Whether to evaluate after ``step``: every ``eval.every`` steps, and at the run's end unless an
@@ -262,7 +271,7 @@ class Evaluation:
         """Evaluate (rank 0) and log; a signal (``interrupted()``) stops it at the next batch, unlogged."""
         with self.clock.overhead():
             seed = self.recipe.seed + state.step
-            self.last_step = state.step
+            self.last_step, self.last_standing = state.step, None
             try:
                 results = self.dist.on_main(
                     lambda: self.evaluator(self.net, seed=seed, interrupted=interrupted, progress=self.progress),
@@ -278,7 +287,9 @@ class Evaluation:
             if fid is not None and math.isfinite(fid) and (state.best is None or fid < state.best["fid"]):
                 self.ckpts.mark_best(state, fid)
             # any evaluator callable works here; Evaluator also keeps the standing buffers it computed
-            self.ckpts.write_standing(state.step, getattr(self.evaluator, "last_standing", None))
+            standing = getattr(self.evaluator, "last_standing", None)
+            self.ckpts.write_standing(state.step, standing)
+            self.last_standing = standing["buffers"] if standing else None
             return results
 
 

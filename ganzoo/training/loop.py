@@ -115,12 +115,12 @@ def train(
                     end = stops.check(state.step)  # the last step (or the time limit): final hooks
                     if stats.due(state.step, end):  # every log_every steps, the first step, and by time
                         bar.show(state.step, stats.write_line(state))
-                    if (tc.sample_every and state.step % tc.sample_every == 0) or end:
-                        samples.write(state.step)
                     if state.step % tc.checkpoint_every == 0 or end:  # before the evaluation: a signal
                         ckpts.write_new(state)  # during it loses the evaluation only
                     if do_eval and evaluation.due(state.step, end):
                         results = evaluation.run(state, stops.interrupted) or results
+                    if (tc.sample_every and state.step % tc.sample_every == 0) or end:  # with the
+                        samples.write(state.step, evaluation.standing_at(state.step))  # evaluated statistics
                     # finished, time limit, a signal, or a collapse with train.collapse.early_stop
                     status = stops.status(state.step) or watch.stop_status()
                     if status is not None:
