@@ -88,3 +88,19 @@ def test_study_groups_run_in_order_into_one_folder_and_a_failed_group_stops_the_
     bad = {**groups, "STUDY_GROUPS": f"{tmp_path / 'missing.yaml'} ; {feat16}"}
     log, work = window(tmp_path, "w2", [], tmp_path / "kept", exit=2, **bad)
     assert "missing.yaml" in log and "st-feat16" not in log
+
+
+def test_wait_never_outlasts_the_device_call(tmp_path):
+    """`wait N` polls at most 570 s, so that with its packing it returns inside the device tool's 600-s call
+    (a `wait 590` returned nothing at all on 2026-12-06); with the jobs finished it returns at once, with the
+    study's log and the results."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "finished.txt").write_text("done\n")
+    (work / "jobs.log").write_text("start study\n")
+    (work / "study.log").write_text("done  st-none-s0 (4 s)\n")
+    env = {**os.environ, "GPU_WINDOW_WORK": str(work), "OUT": str(tmp_path / "out"), "PATH": os.environ["PATH"]}
+    out = subprocess.run(["bash", str(SCRIPT), "wait", "590"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert "waiting 570" in out.stdout and "done  st-none-s0" in out.stdout and "FINISHED" in out.stdout
+    assert (tmp_path / "out" / "results.tar.gz").is_file()

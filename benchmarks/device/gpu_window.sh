@@ -415,13 +415,16 @@ PY
   date -u +%FT%TZ > "$WORK/finished.txt"
   echo "all jobs done" ;;
 wait)
+  # at most 570 s of polling: with the 15-s sleeps and the packing after it, a longer wait outlasts the device
+  # tool's 600-s call and returns nothing at all (`wait 590` did, 2026-12-06)
   limit=${2:-540}; t0=$(date +%s)
+  if [ "$limit" -gt 570 ]; then echo "wait: $limit s would outlast the 600-s call; waiting 570"; limit=570; fi
   while [ ! -f "$WORK/finished.txt" ] && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep 15; done
   cat "$WORK/jobs.log"; cat "$WORK/ablate_budget.txt" 2>/dev/null; tail -12 "$WORK/train_step.log" 2>/dev/null
   tail -4 "$WORK/equivalence.log" 2>/dev/null; tail -n 2 "$WORK"/runs/*.log 2>/dev/null
   grep -h '"eval/fid"' "$WORK"/runs/*/metrics.jsonl 2>/dev/null | cut -c1-160; cat "$WORK"/runs/*.standing.jsonl 2>/dev/null
   tail -3 "$WORK/equivalence-compile.log" "$WORK/gpu_tests.log" 2>/dev/null; tail -n 2 "$WORK"/fidcheck/*.log 2>/dev/null
-  tail -5 "$WORK/ablate.log" 2>/dev/null; tail -3 "$WORK/attention-variants.log" 2>/dev/null; cat "$WORK/concur/summary.txt" 2>/dev/null;
+  tail -5 "$WORK/ablate.log" 2>/dev/null; tail -6 "$WORK/study.log" 2>/dev/null; tail -3 "$WORK/attention-variants.log" 2>/dev/null; cat "$WORK/concur/summary.txt" 2>/dev/null;
   for f in "$WORK"/quality/*/metrics.jsonl; do [ -f "$f" ] && { echo "$f"; grep '"eval/fid"' "$f" | cut -c1-200; tail -1 "$f" | cut -c1-300; }; done
   tail -n 2 "$WORK"/quality/*.log 2>/dev/null; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
   [ -f "$WORK/finished.txt" ] && echo FINISHED
