@@ -359,6 +359,65 @@ def paired_section(variants: list[Variant], baseline: Variant, key: str = "eval/
     return lines
 
 
+# ----------------------------------------------------------------------------- where the baseline flattens
+FLAT_TOLERANCE = 1.0  # FID: what a later evaluation must gain for the curve to count as still improving
+FLAT_AFTER = 2  # evaluations that must follow a step before it can be called the flattening point
+
+
+@dataclass
+class Flattening:
+    """Where a variant's FID curve (mean over its seeds, at the steps every seed evaluated) flattens: the
+    first step that no later evaluation improves on by more than ``tolerance``, with at least
+    ``FLAT_AFTER`` evaluations after it; None when no step qualifies within the runs' budget."""
+
+    variant: str
+    seeds: int
+    points: list[tuple[int, float]]
+    tolerance: float
+    step: int | None
+
+    @property
+    def sentence(self) -> str:
+        if not self.points:
+            return f"**{self.variant}** has no evaluation that every seed reached: nothing to measure."
+        budget = self.points[-1][0]
+        if self.step is not None:
+            after = sum(1 for s, _ in self.points if s > self.step)
+            return (f"**{self.variant}**'s FID curve flattens at **step {self.step:,}**: no later evaluation improves "
+                    f"on it by more than {self.tolerance:g} FID. The runs' budget ({budget:,} steps) is past it by "
+                    f"{after} evaluation{'s' if after > 1 else ''}.")
+        if len(self.points) < FLAT_AFTER + 1:
+            return (f"**{self.variant}** has {len(self.points)} evaluation(s) every seed reached: too few to tell "
+                    f"where its curve flattens (the rule needs {FLAT_AFTER} after the step).")
+        i = len(self.points) - FLAT_AFTER - 1  # the last step with enough evaluations after it
+        gain = self.points[i][1] - min(v for _, v in self.points[i + 1:])
+        return (f"**{self.variant}**'s FID curve has **not flattened** within the runs' {budget:,} steps: after step "
+                f"{self.points[i][0]:,} it still improved by {gain:.2f} FID (more than {self.tolerance:g}), so the "
+                "variants are compared while still training; a longer budget would be needed to meet the rule.")
+
+
+def flattening(variant: Variant, key: str = "eval/fid", tolerance: float = FLAT_TOLERANCE) -> Flattening:
+    curves = [dict(r.series(key)) for r in variant.runs]
+    curves = [c for c in curves if c]
+    steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    points = [(int(s), statistics.mean(c[s] for c in curves)) for s in steps]
+    step = next((s for i, (s, v) in enumerate(points)
+                 if len(points) - i - 1 >= FLAT_AFTER and v - min(w for _, w in points[i + 1:]) <= tolerance), None)
+    return Flattening(variant.name, len(curves), points, tolerance, step)
+
+
+def flattening_section(baseline: Variant, key: str = "eval/fid", tolerance: float = FLAT_TOLERANCE) -> list[str]:
+    """The markdown lines of "Training budget: where BASELINE's FID curve flattens"."""
+    f = flattening(baseline, key, tolerance)
+    curve = " · ".join(f"{s:,}: {v:.2f}" for s, v in f.points) or "-"
+    return [f"## Training budget: where {baseline.name}'s FID curve flattens", "",
+            f"Mean FID of **{baseline.name}** over its {f.seeds} seed{'s' if f.seeds != 1 else ''} at the evaluations "
+            f"every seed reached (step: FID): {curve}.", "",
+            f"The rule: the curve has flattened at the first evaluation that no later one improves on by more than "
+            f"{tolerance:g} FID (`--flat-tolerance`), with at least {FLAT_AFTER} evaluations after it.", "",
+            f.sentence, ""]
+
+
 def missing_runs(variants: list[Variant], key: str = "eval/fid") -> list[str]:
     """What is missing relative to the others: seeds a variant has no run for, runs with no final ``key``."""
     seeds = sorted({r.seed for v in variants for r in v.runs})
@@ -441,11 +500,13 @@ def build_report(
     run_dirs: Sequence[str | Path], out: str | Path, command: Sequence[str] | None = None,
     title: str | None = None, notes: str | None = None, paper_table: bool = True, variant_from: str = "recipe",
     baseline: str | None = None, paired: bool = True, block_bench: str | Path | None = None,
+    flat_tolerance: float = FLAT_TOLERANCE,
 ) -> Path:
     """Write the markdown report ``out`` and its assets folder (``out`` without ``.md``). Runs are grouped
     into variants by recipe name (``variant_from="folder"``: by folder name without ``-s<seed>``).
     With ``paired`` and a baseline variant (``baseline``, else :func:`pick_baseline`'s choice), the
-    report adds the paired differences of final FID against it; with ``block_bench`` (an ``attention.json``
+    report adds the paired differences of final FID against it and where its FID curve flattens
+    (``flat_tolerance``, :func:`flattening`); with ``block_bench`` (an ``attention.json``
     of ``benchmarks/attention.py --variants``), each variant's attention block's time and memory."""
     out = Path(out)
     assets = check_output(out)
@@ -455,7 +516,8 @@ def build_report(
     base = pick_baseline(variants, baseline) if paired else None
     extra = block_bench_section(variants, bench, Path(block_bench).name) if bench is not None else []
     try:
-        return _write_report(runs, variants, out, assets, command, title, notes, paper_table, base, extra)
+        return _write_report(runs, variants, out, assets, command, title, notes, paper_table, base, extra,
+                             flat_tolerance)
     except OSError as exc:
         where = exc.filename or out
         raise ReportError(f"{where}: cannot write the report: {exc.strerror or exc}") from None
@@ -576,7 +638,8 @@ def check_output(out: Path) -> Path:
 
 def _write_report(runs: list[Run], variants: list[Variant], out: Path, assets: Path,
                   command: Sequence[str] | None, title: str | None, notes: str | None, paper_table: bool,
-                  baseline: Variant | None = None, extra: Sequence[str] = ()) -> Path:
+                  baseline: Variant | None = None, extra: Sequence[str] = (),
+                  flat_tolerance: float = FLAT_TOLERANCE) -> Path:
     if assets.exists():
         shutil.rmtree(assets)
     assets.mkdir(parents=True)
@@ -611,6 +674,7 @@ def _write_report(runs: list[Run], variants: list[Variant], out: Path, assets: P
     lines += extra
     if baseline is not None:
         lines += paired_section(variants, baseline)
+        lines += flattening_section(baseline, tolerance=flat_tolerance)
     for key, fname, caption, ylabel, x in (
         ("eval/fid", "fid_vs_step.png", "FID against step", None, "step"),
         ("eval/fid", "fid_vs_minutes.png", "FID against wall time", None, "minutes"),
