@@ -3,6 +3,7 @@ run on the CPU with ``cpu`` standing in for the GPUs: the first window's finishe
 files, a cut run is left out, and the next window skips what was kept and trains only the rest."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -104,3 +105,61 @@ def test_wait_never_outlasts_the_device_call(tmp_path):
                          timeout=60)
     assert "waiting 570" in out.stdout and "done  st-none-s0" in out.stdout and "FINISHED" in out.stdout
     assert (tmp_path / "out" / "results.tar.gz").is_file()
+
+
+def test_a_study_run_cut_by_stop_resumes_in_the_next_window_from_its_carried_checkpoint(tmp_path):
+    """`stop` ends the background jobs with SIGTERM: the study run in flight writes a checkpoint, `stop` names it,
+    ckpt_out/keep_parts/ckpt_in carry it to the next window, and the study job there rebuilds the run folder so
+    that ganzoo ablate resumes it from that step instead of starting it again."""
+    import time
+
+    (recipe,) = tiny_recipes(tmp_path, ("st-none", []))
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "GANZOO_CACHE": str(tmp_path / "cache"), "JOBS": "study", "STUDY_DEVICES": "cpu", "STUDY_SEEDS": "0",
+            "STUDY_SET": "", "STUDY_RECIPES": str(recipe), "STUDY_DIR": str(tmp_path / "kept"),
+            "GPU_WINDOW_PART_SIZE": "96K"}
+    base.pop("GANZOO_INCEPTION_WEIGHTS", None)
+    w1 = {**base, "GPU_WINDOW_WORK": str(tmp_path / "w1"), "GPU_WINDOW_ROOT": str(tmp_path / "w1" / "assets"),
+          "STUDY_STEPS": "100000", "STUDY_EVAL": "100000"}
+    (tmp_path / "w1").mkdir()
+    jobs = subprocess.Popen(["bash", str(SCRIPT), "jobs"], cwd=REPO, env=w1, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        metrics = tmp_path / "w1" / "study" / "st-none-s0" / "metrics.jsonl"
+        deadline = time.time() + 180
+        while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3):
+            assert jobs.poll() is None, jobs.stdout.read()
+            time.sleep(0.2)
+        stop = subprocess.run(["bash", str(SCRIPT), "stop"], cwd=REPO, env=w1, capture_output=True, text=True,
+                              timeout=200)
+        jobs.wait(timeout=60)
+    finally:
+        if jobs.poll() is None:
+            os.killpg(jobs.pid, 9)
+    assert "stop: jobs ended" in stop.stdout, stop.stdout + stop.stderr
+    ckpts = sorted((tmp_path / "w1" / "study" / "st-none-s0" / "checkpoints").glob("step-*.pt"))
+    assert ckpts and f"cut: st-none-s0 at {ckpts[-1].name}" in stop.stdout
+    step = int(ckpts[-1].stem.split("-")[1])
+    assert 1 <= step < 100000 and not (tmp_path / "w1" / "study" / "st-none-s0" / "ablate-done.json").exists()
+
+    calls = []
+    for first in (0, 4):
+        out = tmp_path / f"call{first}"
+        subprocess.run(["bash", str(SCRIPT), "ckpt_out", "st-none-s0", str(first)], cwd=REPO,
+                       env={**w1, "OUT": str(out)}, check=True, capture_output=True, timeout=120)
+        calls.append(out)
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run(["bash", str(REPO / "benchmarks" / "device" / "keep_parts.sh"), "st-none-s0", *map(str, calls)],
+                   cwd=home, check=True, capture_output=True, timeout=120)
+    w2 = {"GPU_WINDOW_WORK": str(tmp_path / "w2"), "GPU_WINDOW_ROOT": str(tmp_path / "w2" / "assets")}
+    for folder in sorted(p.name for p in (home / ".devcache" / "ckpt" / "st-none-s0").iterdir()):
+        subprocess.run(["bash", str(SCRIPT), "ckpt_in", "st-none-s0", folder], cwd=home, env={**os.environ, **w2},
+                       check=True, capture_output=True, timeout=60)
+    log, work = window(tmp_path, "w2", [recipe], tmp_path / "kept", STUDY_STEPS=str(step + 2))
+    assert "st-none-s0: resume" in log
+    assert "st-none-s0 resumes from its carried checkpoint" in (work / "study_plan.txt").read_text()
+    run = work / "study" / "st-none-s0"
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if "loss/d" in line]
+    assert steps[-2:] == [step + 1, step + 2] and (run / "ablate-done.json").is_file()

@@ -67,13 +67,14 @@ def test_a_checkpoint_sent_in_parts_resumes_in_the_next_window(sent):
     home = tmp_path / "home"
     home.mkdir()
     out = sh(KEEP, "long-s0", *calls, cwd=home).stdout
-    folders = sorted(p.name for p in (home / ".devcache" / "ckpt").iterdir())
-    assert folders[0] == "a" and all(len(list((home / ".devcache/ckpt" / f).glob("*.part-*"))) <= 3 for f in folders)
-    assert out.count("ckpt_in") == len(folders)
+    kept = home / ".devcache" / "ckpt" / "long-s0"
+    folders = sorted(p.name for p in kept.iterdir())
+    assert folders[0] == "a" and all(len(list((kept / f).glob("*.part-*"))) <= 3 for f in folders)
+    assert out.count("ckpt_in long-s0") == len(folders)
     # the next window: a fresh device, each folder carried in by its own call, then the run rebuilt
     window = {"GPU_WINDOW_WORK": str(tmp_path / "device2" / "work"), "GPU_WINDOW_ROOT": str(tmp_path / "device2" / "assets")}
     for f in folders:
-        sh(SCRIPT, "ckpt_in", f, cwd=home, env=window)
+        sh(SCRIPT, "ckpt_in", "long-s0", f, cwd=home, env=window)
     sh(SCRIPT, "rebuild", "long-s0", cwd=REPO, env=window)
     run = tmp_path / "device2" / "work" / "runs" / "long-s0"
     assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == ["step-00000004.pt"]

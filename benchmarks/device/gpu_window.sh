@@ -24,14 +24,19 @@
 #
 # The long run (JOBS=long) crosses windows: before a window ends, `run bash benchmarks/device/gpu_window.sh
 # ckpt_out long-s0 0` and `... ckpt_out long-s0 4` bring its last checkpoint back in 15 MiB parts; here
-# `bash benchmarks/device/keep_parts.sh long-s0 /work/.device/N /work/.device/M` checks and files them; the
-# next window carries them in (`ckpt_in a`, `b`, `c`, one call each, before stage3) and the long job resumes.
+# `bash benchmarks/device/keep_parts.sh long-s0 /work/.device/N /work/.device/M` checks and files them under
+# .devcache/ckpt/long-s0/; the next window carries them in (`ckpt_in long-s0 a`, `b`, `c`, one call each, before
+# stage3) and the long job resumes.
 #
 # A study (JOBS=study; issues 19 and 20: 12 recipes x 4 seeds x 50k steps, about 12 minutes a run alone on one
 # H100, so about 10 GPU-hours, two runs a single-GPU window) also crosses windows, by its finished runs alone: on a multi-GPU kind
 # (`run kind=nvidia-h100-x8 ...`) it trains one run per GPU; after the window, `bash benchmarks/device/
 # keep_study.sh docs/ablations/runs-50k /work/.device/N/results.tar.gz` keeps the finished runs' small files,
-# commit them, and the next window's study job skips them. The two reports come from that one folder:
+# commit them, and the next window's study job skips them. A run still training when the window must end keeps
+# its progress the long run's way: `run bash benchmarks/device/gpu_window.sh stop` (SIGTERM: each run writes a
+# checkpoint and exits; it names the cut runs), `ckpt_out RUN 0` and `ckpt_out RUN 4`, `keep_parts.sh RUN ...`
+# here, and `ckpt_in RUN a` (b, c) in the next window before stage3: the study job rebuilds it and ablate resumes
+# it. The two reports come from that one folder:
 #   ganzoo report docs/ablations/runs-50k/ablation-* --out docs/ablations/cifar10.md --notes ...          (issue 19)
 #   ganzoo report docs/ablations/runs-50k/ablation-feat16-* docs/ablations/runs-50k/ablation-none-* \
 #     docs/ablations/runs-50k/attn-* --out docs/ablations/attention-variants.md \
@@ -46,8 +51,9 @@
 #
 # Since 2026-12-06 recipes/sagan.yaml evaluates with standing statistics (eval.standing_stats: 50); its
 # 10-minute runs of both seeds are docs/quality/runs/sagan10-standing-s0/-s1. Issue 16's long run (long-s0)
-# stopped at step 49,040 on 2026-12-06 and its parts are under .devcache/ckpt: the next window makes
-# stage1, stage2, ckpt_in a, b, c, then stage3 with JOBS=long SKIP_TESTS=1 (about 14 minutes to 100k steps).
+# stopped at step 49,040 on 2026-12-06 and its parts are under .devcache/ckpt/long-s0: the next window makes
+# stage1, stage2, ckpt_in long-s0 a, b, c, then stage3 with JOBS="long study" SKIP_TESTS=1 (about 14 minutes to
+# 100k steps, then the study until `stop` about 2 minutes before the window's end).
 set -uo pipefail
 phase=${1:?phase}
 ROOT=${GPU_WINDOW_ROOT:-/root/assets}   # staged data and weights (and checkpoint parts, ckpt_in)
@@ -106,32 +112,53 @@ pack() {  # small files only: metrics, recipes, commands, logs, last sample grid
 PART_SIZE=${GPU_WINDOW_PART_SIZE:-15M}  # a checkpoint part (split -b): 4 of them and the run's small files fit one
                                         # call's 64 MiB back (16 MiB a file); the CPU test uses small parts
 
-rebuild_run() {  # run folder $WORK/runs/$1 from carried parts: its small files, then its last checkpoint,
-                 # reassembled and checked against the sha256 it was sent with (ganzoo checks its own digest too)
+group_alive() {  # whether process group $1 has a process that is not a zombie (a dead leader not yet reaped counts
+                # as gone; /proc/PID/stat: field 3 the state, field 5 the group)
+  local f state grp
+  for f in /proc/[0-9]*/stat; do
+    read -r _ _ state _ grp _ < "$f" 2> /dev/null || continue
+    [ "$grp" = "$1" ] && [ "$state" != Z ] && return 0
+  done
+  return 1
+}
+
+run_home() {  # the folder under $WORK that holds run $1: runs (sagan10, long) or study (a study's runs)
+  local kind
+  for kind in runs study; do [ -d "$WORK/$kind/$1" ] && { echo "$kind"; return 0; }; done
+  return 1
+}
+
+rebuild_run() {  # run folder $WORK/KIND/$1 from carried parts (KIND: runs or study, as sent with the digest): its
+                 # small files, then its last checkpoint, reassembled and checked against the sha256 it was sent
+                 # with (ganzoo checks its own digest too)
   local run=$1 parts=("$ROOT/ckpt/$1".step-*.pt.part-*)
   [ -f "${parts[0]}" ] || { echo "rebuild_run: no checkpoint parts of $run in $ROOT/ckpt"; return 1; }
   local name; name=$(basename "${parts[0]}"); name=${name#"$run".}; name=${name%.part-*}
-  mkdir -p "$WORK/runs" && tar xzf "$ROOT/ckpt/$run.small.tar.gz" -C "$WORK/runs" \
-    && mkdir -p "$WORK/runs/$run/checkpoints" && cat "${parts[@]}" > "$WORK/runs/$run/checkpoints/$name" \
-    && (cd "$WORK/runs/$run/checkpoints" && echo "$(cut -d' ' -f1 "$ROOT/ckpt/$run.sha256")  $name" | sha256sum -c --quiet) \
-    || { echo "rebuild_run: $run could not be rebuilt (or $name does not match its sha256)"; rm -rf "${WORK:?}/runs/$run"
+  local kind; kind=$(cut -d' ' -f3 "$ROOT/ckpt/$run.sha256"); kind=${kind:-runs}
+  mkdir -p "$WORK/$kind" && tar xzf "$ROOT/ckpt/$run.small.tar.gz" -C "$WORK/$kind" \
+    && mkdir -p "$WORK/$kind/$run/checkpoints" && cat "${parts[@]}" > "$WORK/$kind/$run/checkpoints/$name" \
+    && (cd "$WORK/$kind/$run/checkpoints" && echo "$(cut -d' ' -f1 "$ROOT/ckpt/$run.sha256")  $name" | sha256sum -c --quiet) \
+    || { echo "rebuild_run: $run could not be rebuilt (or $name does not match its sha256)"; rm -rf "${WORK:?}/$kind/$run"
          return 1; }
-  echo "rebuild_run: $run from $name ($(ls "${parts[@]}" | wc -l) parts)"
+  echo "rebuild_run: $run from $name ($(ls "${parts[@]}" | wc -l) parts) into $kind/"
 }
 
 case "$phase" in
 ckpt_out)  # `ckpt_out RUN FIRST`: RUN's last checkpoint back to this machine in 15 MiB parts, 4 per call from
            # part FIRST (0, then 4; a 100 MB CIFAR checkpoint is 7 parts), the run's small files (no
            # checkpoints) and the checkpoint's sha256 with the first call. Files come back under $OUT.
+           # RUN is a run folder of $WORK/runs (the long run) or of $WORK/study (a study run cut by `stop`).
   # (parts are cut once per checkpoint: a run resumed on the same machine since is cut again from its newer one)
   run=${2:?run}; first=${3:-0}; d="$WORK/parts/$run"
-  ck=$(ls "$WORK/runs/$run/checkpoints"/step-*.pt 2>/dev/null | sort | tail -1)
-  [ -n "$ck" ] || { echo "ckpt_out: no checkpoint in $WORK/runs/$run/checkpoints"; exit 1; }
+  kind=$(run_home "$run") || { echo "ckpt_out: no run folder $run in $WORK/runs or $WORK/study"; exit 1; }
+  ck=$(ls "$WORK/$kind/$run/checkpoints"/step-*.pt 2>/dev/null | sort | tail -1)
+  [ -n "$ck" ] || { echo "ckpt_out: no checkpoint in $WORK/$kind/$run/checkpoints"; exit 1; }
   if [ "$(cat "$d/done" 2>/dev/null)" != "$(basename "$ck")" ]; then
     rm -rf "$d" && mkdir -p "$d" || exit 1
     split -b "$PART_SIZE" -d -a 2 "$ck" "$d/$run.$(basename "$ck").part-" || exit 1
-    echo "$(sha256sum "$ck" | cut -d' ' -f1) $(ls "$d"/*.part-* | wc -l)" > "$d/$run.sha256"  # digest, part count
-    (cd "$WORK/runs" && tar czf "$d/$run.small.tar.gz" --exclude='*.pt' "$run") || exit 1
+    # digest, part count, where the run folder goes back (rebuild_run)
+    echo "$(sha256sum "$ck" | cut -d' ' -f1) $(ls "$d"/*.part-* | wc -l) $kind" > "$d/$run.sha256"
+    (cd "$WORK/$kind" && tar czf "$d/$run.small.tar.gz" --exclude='*.pt' "$run") || exit 1
     basename "$ck" > "$d/done"
   fi
   mkdir -p "${OUT:?}"
@@ -142,9 +169,27 @@ ckpt_out)  # `ckpt_out RUN FIRST`: RUN's last checkpoint back to this machine in
   if [ $(( first + 4 )) -lt "$n" ]; then echo "more parts: ckpt_out $run $(( first + 4 ))"; fi ;;
 pack)  # results.tar.gz of the small files under $WORK into $OUT (what `wait` sends back at its end)
   pack ;;
-ckpt_in)  # `run carry [.devcache/ckpt/a]  bash benchmarks/device/gpu_window.sh ckpt_in a` (then b, c): carried parts
-          # to $ROOT/ckpt, where the long job finds them
-  mkdir -p "$ROOT/ckpt" && cp ".devcache/ckpt/${2:?folder}"/* "$ROOT/ckpt"/ && ls -la "$ROOT/ckpt" ;;
+ckpt_in)  # `run carry [.devcache/ckpt/RUN/a]  bash benchmarks/device/gpu_window.sh ckpt_in RUN a` (then b, c): carried
+          # parts to $ROOT/ckpt, where the long job (long-s*) or the study job (a cut study run) finds them
+  mkdir -p "$ROOT/ckpt" && cp ".devcache/ckpt/${2:?run}/${3:?folder}"/* "$ROOT/ckpt"/ && ls -la "$ROOT/ckpt" ;;
+stop)  # `stop`: end the background jobs now, so that a study run cut by the window's end keeps its progress: SIGTERM
+       # to the jobs' process group (each `ganzoo run` finishes its step, writes a checkpoint and exits), wait for
+       # them (STOP_SECONDS, default 120), then name the cut study runs to bring back with ckpt_out
+  pgid=$(cat "$WORK/jobs.pgid" 2>/dev/null)
+  if [ -n "$pgid" ] && group_alive "$pgid"; then
+    kill -TERM -- "-$pgid"; t0=$(date +%s)
+    while group_alive "$pgid" && [ $(( $(date +%s) - t0 )) -lt "${STOP_SECONDS:-120}" ]; do sleep 1; done
+    if group_alive "$pgid"; then echo "stop: jobs still running after ${STOP_SECONDS:-120} s"
+    else echo "stop: jobs ended after $(( $(date +%s) - t0 )) s"; fi
+  else
+    echo "stop: no jobs running"
+  fi
+  for dir in "$WORK"/study/*/; do
+    run=$(basename "$dir"); ck=$(ls "$dir"checkpoints/step-*.pt 2>/dev/null | sort | tail -1)
+    if [ ! -f "$dir/ablate-done.json" ] && [ -n "$ck" ]; then
+      echo "cut: $run at $(basename "$ck"): bring it back with ckpt_out $run 0 (then 4)"
+    fi
+  done ;;
 rebuild)  # `rebuild RUN`: the run folder from the carried parts, as the long job does before it resumes
   rebuild_run "${2:?run}" ;;
 stage1) date +%s > /root/window-start  # the ablation's budget counts from here
@@ -193,6 +238,9 @@ start)  # the jobs phase in the background, from a snapshot of the tree: the nex
 jobs)  # JOBS (default "bench stepeq ablate", in this order, one at a time on the GPU; also: quality sagan10 long ddp concur
        # gputests fidcheck)
   export PYTHONPATH=/tmp/site:$PWD
+  # started by `start` (setsid): this shell leads the jobs' process group, which `stop` signals
+  read -r _ _ _ _ pgrp _ < /proc/$$/stat  # (field 5: the process group)
+  if [ "$pgrp" = "$$" ]; then echo $$ > "$WORK/jobs.pgid"; fi
   date -u +%FT%TZ > "$WORK/started.txt"
   for job in ${JOBS:-bench stepeq ablate}; do
     echo "$(date -u +%T) start $job"
@@ -328,8 +376,14 @@ PY
       for d in "${STUDY_DIR:-docs/ablations/runs-50k}"/*/; do
         if [ -f "$d/ablate-done.json" ]; then cp -a "$d" "$out"/ && kept=$(( kept + 1 )); fi
       done
+      for sum in "$ROOT"/ckpt/*.sha256; do  # runs cut by an earlier window's `stop`, carried in by ckpt_in
+        [ -f "$sum" ] && [ "$(cut -d' ' -f3 "$sum")" = study ] || continue
+        run=$(basename "$sum" .sha256)
+        if [ -f "$out/$run/ablate-done.json" ]; then echo "study: $run is finished: its carried checkpoint is not used"
+        elif [ ! -d "$out/$run" ]; then rebuild_run "$run" && echo "study: $run resumes from its carried checkpoint"; fi
+      done | tee -a "$WORK/study_plan.txt"
       devices=${STUDY_DEVICES:-$(nvidia-smi -L | awk '{ printf "cuda:%d ", NR - 1 }')}  # (the CPU test: "cpu cpu")
-      echo "study: $kept finished runs kept from earlier windows; devices: $devices" | tee "$WORK/study_plan.txt"
+      echo "study: $kept finished runs kept from earlier windows; devices: $devices" | tee -a "$WORK/study_plan.txt"
       IFS=';' read -ra groups <<< "${STUDY_RECIPES:-${STUDY_GROUPS:-$STUDY_GROUPS_BOTH}}"; rc=0
       for group in "${groups[@]}"; do  # one after the other, into one folder (ablate skips what is done)
         echo "study group: $(echo $group)" >> "$WORK/study.log"

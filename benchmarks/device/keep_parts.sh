@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Keep a run's checkpoint parts between GPU windows (issue 16's long run; gpu_window.sh `ckpt_out`).
+# Keep a run's checkpoint parts between GPU windows (issue 16's long run, a study run cut by `stop`;
+# gpu_window.sh `ckpt_out`).
 #
 #   bash benchmarks/device/keep_parts.sh RUN DIR...   # DIR: the folders the device calls' files came back to
 #
 # Checks that the parts of RUN's checkpoint are all there (part-00 to the last, none missing) and that
-# together they match the sha256 sent with them, then files them under .devcache/ckpt/a, b, ... (git-ignored),
-# three parts a folder, so that one `run` call carries one folder beside the working tree (64 MiB a call):
+# together they match the sha256 sent with them, then files them under .devcache/ckpt/RUN/a, b, ... (git-ignored;
+# other runs' parts stay), three parts a folder, so that one `run` call carries one folder beside the working
+# tree (64 MiB a call):
 #
-#   run carry [.devcache/ckpt/a]  bash benchmarks/device/gpu_window.sh ckpt_in a    # then b, c
+#   run carry [.devcache/ckpt/RUN/a]  bash benchmarks/device/gpu_window.sh ckpt_in RUN a    # then b, c
 #
 # The run's small files (metrics, recipe, best.json, grids) and the sha256 go with the last folder.
 set -euo pipefail
@@ -21,7 +23,7 @@ done
   || { echo "keep_parts: $run.sha256 and $run.small.tar.gz (sent with the first ckpt_out call) not found" >&2; exit 1; }
 mapfile -t parts < <(ls "$tmp/$run".*.part-* 2>/dev/null | sort)
 [ ${#parts[@]} -ge 1 ] || { echo "keep_parts: no parts of $run" >&2; exit 1; }
-read -r digest count < "$tmp/$run.sha256"
+read -r digest count _ < "$tmp/$run.sha256"  # (a third field: where the run folder goes back)
 for (( i = 0; i < count; i++ )); do  # every part, by number: a gap names the ckpt_out call that sends it
   want=$(printf 'part-%02d' "$i")
   ls "$tmp/$run".*."$want" > /dev/null 2>&1 || { echo "keep_parts: $run: $want of its $count parts is missing: \
@@ -32,13 +34,14 @@ two checkpoints?)" >&2; exit 1; }
 got=$(cat "${parts[@]}" | sha256sum | cut -d' ' -f1)
 [ "$got" = "$digest" ] \
   || { echo "keep_parts: $run: the ${#parts[@]} parts do not match the checkpoint's sha256 (a part from another checkpoint?)" >&2; exit 1; }
-rm -rf .devcache/ckpt && mkdir -p .devcache/ckpt
+home=.devcache/ckpt/$run
+rm -rf "$home" && mkdir -p "$home"
 k=0; folders=(a b c d e f g h)
 for i in "${!parts[@]}"; do
-  k=$(( i / 3 )); mkdir -p ".devcache/ckpt/${folders[$k]}"; cp "${parts[$i]}" ".devcache/ckpt/${folders[$k]}/"
+  k=$(( i / 3 )); mkdir -p "$home/${folders[$k]}"; cp "${parts[$i]}" "$home/${folders[$k]}/"
 done
-cp "$tmp/$run.sha256" "$tmp/$run.small.tar.gz" ".devcache/ckpt/${folders[$k]}/"
+cp "$tmp/$run.sha256" "$tmp/$run.small.tar.gz" "$home/${folders[$k]}/"
 echo "$run: ${#parts[@]} parts, sha256 ok; carry them in with:"
 for (( j = 0; j <= k; j++ )); do
-  echo "  run carry [.devcache/ckpt/${folders[$j]}]  bash benchmarks/device/gpu_window.sh ckpt_in ${folders[$j]}"
+  echo "  run carry [$home/${folders[$j]}]  bash benchmarks/device/gpu_window.sh ckpt_in $run ${folders[$j]}"
 done
