@@ -131,8 +131,8 @@ def test_a_study_run_cut_by_stop_resumes_in_the_next_window_from_its_carried_che
         while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3):
             assert jobs.poll() is None, jobs.stdout.read()
             time.sleep(0.2)
-        stop = subprocess.run(["bash", str(SCRIPT), "stop"], cwd=REPO, env=w1, capture_output=True, text=True,
-                              timeout=200)
+        stop = subprocess.run(["bash", str(SCRIPT), "stop"], cwd=REPO, env={**w1, "OUT": str(tmp_path / "out1")},
+                              capture_output=True, text=True, timeout=200)
         jobs.wait(timeout=60)
     finally:
         if jobs.poll() is None:
@@ -142,6 +142,7 @@ def test_a_study_run_cut_by_stop_resumes_in_the_next_window_from_its_carried_che
     assert ckpts and f"cut: st-none-s0 at {ckpts[-1].name}" in stop.stdout
     step = int(ckpts[-1].stem.split("-")[1])
     assert 1 <= step < 100000 and not (tmp_path / "w1" / "study" / "st-none-s0" / "ablate-done.json").exists()
+    assert (tmp_path / "out1" / "results.tar.gz").is_file()  # the window's small files, as `wait` packs them
 
     calls = []
     for first in (0, 4):

@@ -174,7 +174,7 @@ ckpt_in)  # `run carry [.devcache/ckpt/RUN/a]  bash benchmarks/device/gpu_window
   mkdir -p "$ROOT/ckpt" && cp ".devcache/ckpt/${2:?run}/${3:?folder}"/* "$ROOT/ckpt"/ && ls -la "$ROOT/ckpt" ;;
 stop)  # `stop`: end the background jobs now, so that a study run cut by the window's end keeps its progress: SIGTERM
        # to the jobs' process group (each `ganzoo run` finishes its step, writes a checkpoint and exits), wait for
-       # them (STOP_SECONDS, default 120), then name the cut study runs to bring back with ckpt_out
+       # them (STOP_SECONDS, default 120), name the cut study runs to bring back with ckpt_out, and pack the results
   pgid=$(cat "$WORK/jobs.pgid" 2>/dev/null)
   if [ -n "$pgid" ] && group_alive "$pgid"; then
     kill -TERM -- "-$pgid"; t0=$(date +%s)
@@ -189,7 +189,8 @@ stop)  # `stop`: end the background jobs now, so that a study run cut by the win
     if [ ! -f "$dir/ablate-done.json" ] && [ -n "$ck" ]; then
       echo "cut: $run at $(basename "$ck"): bring it back with ckpt_out $run 0 (then 4)"
     fi
-  done ;;
+  done
+  pack ;;  # the window's small files, as `wait` sends them (finished study runs for keep_study.sh)
 rebuild)  # `rebuild RUN`: the run folder from the carried parts, as the long job does before it resumes
   rebuild_run "${2:?run}" ;;
 stage1) date +%s > /root/window-start  # the ablation's budget counts from here
