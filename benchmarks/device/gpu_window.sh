@@ -52,8 +52,9 @@
 # Since 2026-12-06 recipes/sagan.yaml evaluates with standing statistics (eval.standing_stats: 50); its
 # 10-minute runs of both seeds are docs/quality/runs/sagan10-standing-s0/-s1. Issue 16's long run (long-s0)
 # stopped at step 49,040 on 2026-12-06 and its parts are under .devcache/ckpt/long-s0: the next window makes
-# stage1, stage2, ckpt_in long-s0 a, b, c, then stage3 with JOBS="long study" SKIP_TESTS=1 (about 14 minutes to
-# 100k steps, then the study until `stop` about 2 minutes before the window's end).
+# stage1, stage2, ckpt_in long-s0 a, b, c, then stage3 with JOBS="long study" GPU_TESTS=tests/test_study_recipes.py
+# (every study recipe trains with the study's settings, beside the prewarm; about 14 minutes to 100k steps, then
+# the study until `stop` about 2 minutes before the window's end).
 set -uo pipefail
 phase=${1:?phase}
 ROOT=${GPU_WINDOW_ROOT:-/root/assets}   # staged data and weights (and checkpoint parts, ckpt_in)
