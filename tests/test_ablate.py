@@ -117,7 +117,19 @@ def test_ablate_spreads_runs_over_several_devices(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     events = [line.split()[0] for line in out.stdout.splitlines() if line.startswith(("start ", "done "))]
     assert events[:3] == ["start", "start", "done"]
+    dones = [line for line in out.stdout.splitlines() if line.startswith("done ")]
+    assert "1 of 2 done, about" in dones[0] and "left at this pace" in dones[0] and "2 of 2 done)" in dones[1]
     for name in ("two-none-s0", "two-feat16-s0"):
         assert (tmp_path / "runs" / name / "command.txt").read_text().rstrip().endswith("--device cpu")
     bad = run_ganzoo("ablate", *common, "--device", "cpu", "nonsense", env=env)
     assert bad.returncode == 2 and "unknown device 'nonsense'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_pace_says_how_many_runs_are_done_and_about_how_long_the_rest_takes():
+    from ganzoo.commands.ablate import pace
+
+    # 600 s and 660 s a run: mean 630 s; 5 runs left on 2 places: ceil(5 / 2) = 3 rounds of 630 s = 31.5 min
+    assert pace([600.0, 660.0], 9, 16, 5, 2) == "9 of 16 done, about 32 min left at this pace"
+    # 12 runs left on one GPU at 12.5 minutes a run: 150 minutes
+    assert pace([750.0], 36, 48, 12, 1) == "36 of 48 done, about 2 h 30 min left at this pace"
+    assert pace([750.0], 48, 48, 0, 1) == "48 of 48 done"

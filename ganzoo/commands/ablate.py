@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -85,6 +87,18 @@ def slots(devices: list[str], jobs: int) -> list[str]:
     return [d for _ in range(jobs) for d in devices]
 
 
+def pace(seconds: list[float], done: int, total: int, left: int, places: int) -> str:
+    """Where a study stands after a run: ``done`` of ``total`` runs finished (this call's and earlier ones'),
+    and, from the mean time of this call's finished runs (``seconds``) over its ``places`` (devices x jobs),
+    about how long the ``left`` runs still to finish will take."""
+    text = f"{done} of {total} done"
+    if left and seconds:
+        eta = statistics.mean(seconds) * math.ceil(left / max(1, places))
+        h, m = divmod(round(eta / 60), 60)
+        text += f", about {f'{h} h {m} min' if h else f'{m} min'} left at this pace"
+    return text
+
+
 def _start(job: dict, log_dir: Path) -> subprocess.Popen:
     log_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "ganzoo", *job["cmd"][1:]]
@@ -115,6 +129,8 @@ def _main(args: argparse.Namespace) -> int:
     for j in jobs:
         print(f"{j['name']}: {'finished, skipped' if j['state'] == 'done' else j['state']}")
     running: list[tuple[dict, subprocess.Popen, float, str]] = []
+    took: list[float] = []  # seconds of each run this call finished
+    places = len(free)
     failed = []
     while todo or running:
         while todo and free:
@@ -133,7 +149,10 @@ def _main(args: argparse.Namespace) -> int:
                 cmd = shlex.join([c for c in job["cmd"] if c != "--resume" and c != str(job["dir"])])
                 (job["dir"] / "command.txt").write_text(cmd + "\n")
                 (job["dir"] / DONE).write_text(json.dumps({"seconds": round(time.time() - t0, 1)}) + "\n")
-                print(f"done  {job['name']} ({time.time() - t0:.0f} s)", flush=True)
+                took.append(time.time() - t0)
+                done = sum(1 for j in jobs if (j["dir"] / DONE).is_file())
+                print(f"done  {job['name']} ({took[-1]:.0f} s; "
+                      f"{pace(took, done, len(jobs), len(todo) + len(running), places)})", flush=True)
             else:
                 failed.append(job["name"])
                 print(escape(f"FAILED {job['name']} (exit {proc.returncode}; log: {out / 'logs' / (job['name'] + '.log')})"),
