@@ -133,3 +133,33 @@ def test_pace_says_how_many_runs_are_done_and_about_how_long_the_rest_takes():
     # 12 runs left on one GPU at 12.5 minutes a run: 150 minutes
     assert pace([750.0], 36, 48, 12, 1) == "36 of 48 done, about 2 h 30 min left at this pace"
     assert pace([750.0], 48, 48, 0, 1) == "48 of 48 done"
+
+
+def test_a_larger_step_budget_continues_finished_runs_instead_of_skipping_them(tmp_path):
+    """A study found too short (issue 19: "until the baseline's FID curve flattens") is extended with the same
+    command and a larger --steps: each finished run resumes from its last checkpoint up to the new budget,
+    rather than being reported at the old one as "finished"; the same or a smaller budget skips it."""
+    path = tmp_path / "ext-none.yaml"
+    path.write_text(TINY.format(quickstart=REPO / "recipes" / "quickstart.yaml", name="ext-none", att="[]",
+                                weights=WEIGHTS) + "\n")
+    env = {"GANZOO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1"}
+
+    def ablate(steps: int):
+        out = run_ganzoo("ablate", str(path), "--seeds", "0", "--steps", str(steps), "--set", "eval.metrics=[]",
+                         "--out", str(tmp_path / "runs"), "--device", "cpu", env=env, timeout=600)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout.splitlines()
+
+    run = tmp_path / "runs" / "ext-none-s0"
+    ablate(3)
+    assert json.loads((run / "ablate-done.json").read_text())["steps"] == 3
+    lines = ablate(6)
+    assert "ext-none-s0: finished at 3 steps, continues to 6 (--resume)" in lines
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if "loss/d" in line]
+    assert steps == [1, 2, 3, 4, 6]  # (log_every 2, and each end) continued from step 3, not trained again from 0
+    assert json.loads((run / "ablate-done.json").read_text())["steps"] == 6
+    assert "ext-none-s0: finished, skipped" in ablate(6) and "ext-none-s0: finished, skipped" in ablate(4)
+    # a run marked finished by an older ganzoo (no steps recorded): its recipe.yaml's train.steps counts
+    (run / "ablate-done.json").write_text(json.dumps({"seconds": 1.0}) + "\n")
+    assert "ext-none-s0: finished, skipped" in ablate(6)
+    assert "ext-none-s0: finished at 6 steps, continues to 8 (--resume)" in ablate(8)

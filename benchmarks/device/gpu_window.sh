@@ -36,7 +36,12 @@
 # its progress the long run's way: `run bash benchmarks/device/gpu_window.sh stop` (SIGTERM: each run writes a
 # checkpoint and exits; it names the cut runs), `ckpt_out RUN 0` and `ckpt_out RUN 4`, `keep_parts.sh RUN ...`
 # here, and `ckpt_in RUN a` (b, c) in the next window before stage3: the study job rebuilds it and ablate resumes
-# it. The two reports come from that one folder:
+# it. The study's budget (STUDY_STEPS, default 50000) must be settled before its first run: issue 19 asks for
+# 50k steps or until the no-attention curve flattens, whichever is later, and a kept run is only small files, so
+# a later, larger budget cannot continue it (ganzoo ablate would resume it and find no checkpoint). Settle it
+# from the long run's curve first (`ganzoo report docs/quality/runs/long-s0 --variant-from folder --baseline long
+# --out ...` states
+# where it flattens; the long run is `sagan`, issue 19's feat16). The two reports come from that one folder:
 #   ganzoo report docs/ablations/runs-50k/ablation-* --out docs/ablations/cifar10.md --notes ...          (issue 19)
 #   ganzoo report docs/ablations/runs-50k/ablation-feat16-* docs/ablations/runs-50k/ablation-none-* \
 #     docs/ablations/runs-50k/attn-* --out docs/ablations/attention-variants.md \

@@ -57,8 +57,32 @@ def _budget(args: argparse.Namespace) -> list[str]:
     return []
 
 
+def finished_steps(run_dir: Path) -> int | None:
+    """The step budget a finished run (``ablate-done.json``) reached: recorded there, or for a folder written
+    before ablate recorded it, its ``recipe.yaml``'s ``train.steps``; None when unknown."""
+    import yaml
+
+    try:
+        done = json.loads((run_dir / DONE).read_text())
+        if isinstance(done, dict) and isinstance(done.get("steps"), int):
+            return done["steps"]
+        recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+        steps = recipe["train"]["steps"]
+        return steps if isinstance(steps, int) else None
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
+def _state(run_dir: Path, steps: int | None) -> str:
+    """done, extend (finished, but at fewer steps than ``--steps`` asks now: it continues), resume or new."""
+    if (run_dir / DONE).is_file():
+        reached = finished_steps(run_dir)
+        return "extend" if steps is not None and reached is not None and reached < steps else "done"
+    return "resume" if (run_dir / "recipe.yaml").is_file() else "new"
+
+
 def plan(args: argparse.Namespace) -> list[dict]:
-    """One job per (recipe, seed): its run folder, command line and state (done / resume / new).
+    """One job per (recipe, seed): its run folder, command line and state (done / extend / resume / new).
     Seed by seed (every recipe at the first seed, then every recipe at the next), so a study cut
     short has every variant at its first seeds rather than some variants at every seed."""
     out = Path(args.out)
@@ -72,10 +96,10 @@ def plan(args: argparse.Namespace) -> list[dict]:
             run_dir = out / name
             cmd = ["ganzoo", "run", str(path), "--out", str(out), "--name", name]  # + --device when it starts
             cmd += [a for o in overrides for a in ("--set", o)]
-            state = "done" if (run_dir / DONE).is_file() else "resume" if (run_dir / "recipe.yaml").is_file() else "new"
-            if state == "resume":
+            state = _state(run_dir, args.steps)
+            if state in ("resume", "extend"):
                 cmd += ["--resume", str(run_dir)]
-            jobs.append({"name": name, "dir": run_dir, "cmd": cmd, "state": state})
+            jobs.append({"name": name, "dir": run_dir, "cmd": cmd, "state": state, "steps": recipe.train.steps})
     return jobs
 
 
@@ -127,7 +151,9 @@ def _main(args: argparse.Namespace) -> int:
     notes = read_notes(args.notes) if args.notes else None
     todo = [j for j in jobs if j["state"] != "done"]
     for j in jobs:
-        print(f"{j['name']}: {'finished, skipped' if j['state'] == 'done' else j['state']}")
+        said = {"done": "finished, skipped",
+                "extend": f"finished at {finished_steps(j['dir'])} steps, continues to {j['steps']} (--resume)"}
+        print(f"{j['name']}: {said.get(j['state'], j['state'])}")
     running: list[tuple[dict, subprocess.Popen, float, str]] = []
     took: list[float] = []  # seconds of each run this call finished
     places = len(free)
@@ -136,6 +162,7 @@ def _main(args: argparse.Namespace) -> int:
         while todo and free:
             job, device = todo.pop(0), free.pop(0)
             job["cmd"] += ["--device", device]
+            (job["dir"] / DONE).unlink(missing_ok=True)  # an extended run is finished again only when it ends
             print(escape(f"start {job['name']}: {shlex.join(job['cmd'])}"), flush=True)
             running.append((job, _start(job, out / "logs"), time.time(), device))
         time.sleep(0.5)
@@ -148,7 +175,8 @@ def _main(args: argparse.Namespace) -> int:
             if proc.returncode == 0:
                 cmd = shlex.join([c for c in job["cmd"] if c != "--resume" and c != str(job["dir"])])
                 (job["dir"] / "command.txt").write_text(cmd + "\n")
-                (job["dir"] / DONE).write_text(json.dumps({"seconds": round(time.time() - t0, 1)}) + "\n")
+                (job["dir"] / DONE).write_text(json.dumps({"seconds": round(time.time() - t0, 1),
+                                                           "steps": job["steps"]}) + "\n")
                 took.append(time.time() - t0)
                 done = sum(1 for j in jobs if (j["dir"] / DONE).is_file())
                 print(f"done  {job['name']} ({took[-1]:.0f} s; "
