@@ -40,8 +40,8 @@
 # 50k steps or until the no-attention curve flattens, whichever is later, and a kept run is only small files, so
 # a later, larger budget cannot continue it (ganzoo ablate would resume it and find no checkpoint). Settle it
 # from the long run's curve first (`ganzoo report docs/quality/runs/long-s0 --variant-from folder --baseline long
-# --out ...` states
-# where it flattens; the long run is `sagan`, issue 19's feat16). The two reports come from that one folder:
+# --out ...` states where it flattens; the long run is `sagan`, issue 19's feat16). The two reports come from
+# that one folder:
 #   ganzoo report docs/ablations/runs-50k/ablation-* --out docs/ablations/cifar10.md --notes ...          (issue 19)
 #   ganzoo report docs/ablations/runs-50k/ablation-feat16-* docs/ablations/runs-50k/ablation-none-* \
 #     docs/ablations/runs-50k/attn-* --out docs/ablations/attention-variants.md \
