@@ -73,12 +73,13 @@ def finished_steps(run_dir: Path) -> int | None:
         return None
 
 
-def _state(run_dir: Path, steps: int | None) -> str:
-    """done, extend (finished, but at fewer steps than ``--steps`` asks now: it continues), resume or new."""
+def _state(run_dir: Path, steps: int | None) -> tuple[str, int | None]:
+    """done, extend (finished, but at fewer steps than ``--steps`` asks now: it continues), resume or new;
+    and the steps a finished run reached (None otherwise, or unknown)."""
     if (run_dir / DONE).is_file():
         reached = finished_steps(run_dir)
-        return "extend" if steps is not None and reached is not None and reached < steps else "done"
-    return "resume" if (run_dir / "recipe.yaml").is_file() else "new"
+        return ("extend" if steps is not None and reached is not None and reached < steps else "done"), reached
+    return ("resume" if (run_dir / "recipe.yaml").is_file() else "new"), None
 
 
 def plan(args: argparse.Namespace) -> list[dict]:
@@ -96,10 +97,11 @@ def plan(args: argparse.Namespace) -> list[dict]:
             run_dir = out / name
             cmd = ["ganzoo", "run", str(path), "--out", str(out), "--name", name]  # + --device when it starts
             cmd += [a for o in overrides for a in ("--set", o)]
-            state = _state(run_dir, args.steps)
+            state, reached = _state(run_dir, args.steps)
             if state in ("resume", "extend"):
                 cmd += ["--resume", str(run_dir)]
-            jobs.append({"name": name, "dir": run_dir, "cmd": cmd, "state": state, "steps": recipe.train.steps})
+            jobs.append({"name": name, "dir": run_dir, "cmd": cmd, "state": state, "steps": recipe.train.steps,
+                         "reached": reached})
     return jobs
 
 
@@ -152,7 +154,7 @@ def _main(args: argparse.Namespace) -> int:
     todo = [j for j in jobs if j["state"] != "done"]
     for j in jobs:
         said = {"done": "finished, skipped",
-                "extend": f"finished at {finished_steps(j['dir'])} steps, continues to {j['steps']} (--resume)"}
+                "extend": f"finished at {j['reached']} steps, continues to {j['steps']} (--resume)"}
         print(f"{j['name']}: {said.get(j['state'], j['state'])}")
     running: list[tuple[dict, subprocess.Popen, float, str]] = []
     took: list[float] = []  # seconds of each run this call finished
