@@ -20,9 +20,8 @@ SCRIPT = REPO / "benchmarks" / "device" / "gpu_window.sh"
 KEEP = REPO / "benchmarks" / "device" / "keep_study.sh"
 
 
-def window(tmp_path: Path, work: str, recipes: list[Path], kept: Path, exit: int = 0, **extra: str) -> tuple[str, Path]:
-    """The `jobs` phase with JOBS=study on a fresh 'machine' (``extra``: more environment), then `pack`: its
-    log and results.tar.gz."""
+def study_env(tmp_path: Path, work: str, recipes: list[Path], kept: Path, **extra: str) -> dict[str, str]:
+    """The environment of the `jobs` phase with JOBS=study on a fresh 'machine' ``tmp_path/work`` (``extra``: more)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # python3: this interpreter
            "GANZOO_CACHE": str(tmp_path / "cache"), "GPU_WINDOW_WORK": str(tmp_path / work),
@@ -30,6 +29,13 @@ def window(tmp_path: Path, work: str, recipes: list[Path], kept: Path, exit: int
            "JOBS": "study", "STUDY_DEVICES": "cpu cpu", "STUDY_SEEDS": "0", "STUDY_STEPS": "2", "STUDY_EVAL": "2",
            "STUDY_SET": "", "STUDY_RECIPES": " ".join(map(str, recipes)), "STUDY_DIR": str(kept), **extra}
     env.pop("GANZOO_INCEPTION_WEIGHTS", None)
+    return env
+
+
+def window(tmp_path: Path, work: str, recipes: list[Path], kept: Path, exit: int = 0, **extra: str) -> tuple[str, Path]:
+    """The `jobs` phase with JOBS=study on a fresh 'machine' (``extra``: more environment), then `pack`: its
+    log and results.tar.gz."""
+    env = study_env(tmp_path, work, recipes, kept, **extra)
     jobs = subprocess.run(["bash", str(SCRIPT), "jobs"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert jobs.returncode == 0 and f"study exit {exit}" in jobs.stdout, jobs.stdout + jobs.stderr
     return (tmp_path / work / "study.log").read_text(), tmp_path / work
@@ -114,14 +120,8 @@ def test_a_study_run_cut_by_stop_resumes_in_the_next_window_from_its_carried_che
     import time
 
     (recipe,) = tiny_recipes(tmp_path, ("st-none", []))
-    base = {**os.environ, "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "GANZOO_CACHE": str(tmp_path / "cache"), "JOBS": "study", "STUDY_DEVICES": "cpu", "STUDY_SEEDS": "0",
-            "STUDY_SET": "", "STUDY_RECIPES": str(recipe), "STUDY_DIR": str(tmp_path / "kept"),
-            "GPU_WINDOW_PART_SIZE": "96K"}
-    base.pop("GANZOO_INCEPTION_WEIGHTS", None)
-    w1 = {**base, "GPU_WINDOW_WORK": str(tmp_path / "w1"), "GPU_WINDOW_ROOT": str(tmp_path / "w1" / "assets"),
-          "STUDY_STEPS": "100000", "STUDY_EVAL": "100000"}
+    w1 = study_env(tmp_path, "w1", [recipe], tmp_path / "kept", STUDY_DEVICES="cpu", STUDY_STEPS="100000",
+                   STUDY_EVAL="100000", GPU_WINDOW_PART_SIZE="96K", OUT=str(tmp_path / "out1"))
     (tmp_path / "w1").mkdir()
     jobs = subprocess.Popen(["bash", str(SCRIPT), "jobs"], cwd=REPO, env=w1, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -131,8 +131,8 @@ def test_a_study_run_cut_by_stop_resumes_in_the_next_window_from_its_carried_che
         while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3):
             assert jobs.poll() is None, jobs.stdout.read()
             time.sleep(0.2)
-        stop = subprocess.run(["bash", str(SCRIPT), "stop"], cwd=REPO, env={**w1, "OUT": str(tmp_path / "out1")},
-                              capture_output=True, text=True, timeout=200)
+        stop = subprocess.run(["bash", str(SCRIPT), "stop"], cwd=REPO, env=w1, capture_output=True, text=True,
+                              timeout=200)
         jobs.wait(timeout=60)
     finally:
         if jobs.poll() is None:

@@ -112,6 +112,16 @@ def _standing_run(tmp_path, batches: int = 2):
     return result
 
 
+def _evaluated_run(tmp_path, sample_every: int):
+    """A finished tiny run evaluated (KID) at its last step, step 2, with standing statistics over 2 batches."""
+    from ganzoo.training import train
+
+    recipe = validate(tiny_recipe(train={"steps": 2, "batch_size": 4, "checkpoint_every": 2, "sample_every": sample_every},
+                                  eval={"every": 2, "metrics": ["kid"], "num_samples": 8, "batch_size": 5,
+                                        "standing_stats": 2, "inception_weights": str(WEIGHTS)}), "tiny")
+    return train(recipe, tmp_path / "run", "cpu", progress=False)
+
+
 def _stats(G) -> list[torch.Tensor]:
     return [t.clone() for m in batch_norms(G) for t in (m.running_mean, m.running_var)]
 
@@ -187,21 +197,19 @@ def test_progress_grids_use_the_standing_statistics(tmp_path):
     assert not torch.equal(tile, first_tile(raw))
 
 
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"needs the FID Inception weights at {WEIGHTS}")
 def test_a_grid_at_an_evaluated_step_shows_the_generator_the_evaluation_measured(tmp_path):
     """At a step that is evaluated, the progress grid uses the evaluation's standing buffers (noise seed
     recipe.seed + step, stored beside the checkpoint) rather than computing others from another seed: the
     last grid is the generator the run's FID belongs to, as `ganzoo sample` shows it."""
     from PIL import Image
 
-    from ganzoo.training import train
     from ganzoo.training.checkpoint import load_checkpoint
     from ganzoo.training.export import generator_from_checkpoint
     from ganzoo.training.sampling import fixed_noise
 
-    recipe = validate(tiny_recipe(train={"steps": 2, "batch_size": 4, "checkpoint_every": 2, "sample_every": 2},
-                                  eval={"every": 2, "metrics": ["kid"], "num_samples": 8, "batch_size": 5,
-                                        "standing_stats": 2, "inception_weights": str(WEIGHTS)}), "tiny")
-    result = train(recipe, tmp_path / "run", "cpu", progress=False)
+    result = _evaluated_run(tmp_path, sample_every=2)
+    recipe = result.recipe
     raw, _ = generator_from_checkpoint(load_checkpoint(result.checkpoint), "ckpt")
     z, y, _ = fixed_noise(int(raw.z_dim), recipe.num_classes, recipe.seed)
     tile = torch.tensor(np.array(Image.open(result.run_dir / "samples" / "step-00000002.png")))[2:34, 2:34]
@@ -238,15 +246,12 @@ def test_the_evaluations_standing_statistics_are_stored_beside_its_checkpoint(tm
     checkpoint; sample/export then use exactly those (the evaluation's noise seed), without recomputing.
     Another batch count, or a damaged file, recomputes; the file belongs to the run folder."""
     from ganzoo.cli import main
-    from ganzoo.training import train
     from ganzoo.training.checkpoint import load_checkpoint, standing_path
     from ganzoo.training.export import generator_from_checkpoint, load_generator, open_generator
     from ganzoo.training.rundir import foreign_entries
 
-    recipe = validate(tiny_recipe(train={"steps": 2, "batch_size": 4, "checkpoint_every": 2, "sample_every": 0},
-                                  eval={"every": 2, "metrics": ["kid"], "num_samples": 8, "batch_size": 5,
-                                        "standing_stats": 2, "inception_weights": str(WEIGHTS)}), "tiny")
-    result = train(recipe, tmp_path / "run", "cpu", progress=False)
+    result = _evaluated_run(tmp_path, sample_every=0)
+    recipe = result.recipe
     side = standing_path(result.checkpoint)
     assert side.name == "step-00000002.standing.safetensors" and side.is_file()
     assert foreign_entries(result.run_dir) == []
