@@ -122,3 +122,40 @@ def test_a_run_resumed_on_the_same_machine_is_cut_again_from_its_newer_checkpoin
     assert names == {"long-s0.step-00000006.pt"}
     listed = sorted((device / "parts" / "long-s0").glob("*.part-*"))
     assert listed and all("step-00000006" in p.name for p in listed)  # the old checkpoint's parts are gone
+
+
+def test_parked_parts_outlive_the_session_in_the_history_alone(sent):
+    """park_parts.sh: the parts go into git's history and out of the working tree (one device call carries at
+    most 64 MiB), and a fresh clone, which has none of the ignored .devcache, restores them, checked, for ckpt_in."""
+    tmp_path, calls = sent
+    park = REPO / "benchmarks" / "device" / "park_parts.sh"
+    home = tmp_path / "home"
+    home.mkdir()
+    git = lambda *a, cwd=home: subprocess.run(["git", *a], cwd=cwd, check=True, capture_output=True, text=True).stdout
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (home / ".gitignore").write_text(".devcache/\n*.pt*\n")
+    git("add", ".gitignore")
+    git("commit", "-q", "-m", "start")
+    sh(KEEP, "long-s0", *calls, cwd=home)
+    kept = sorted(str(p.relative_to(home / ".devcache")) for p in (home / ".devcache").rglob("*") if p.is_file())
+    out = sh(park, "park", "long-s0", cwd=home).stdout
+    assert "restore with" in out
+    assert git("ls-files") == ".gitignore\n"  # out of the tree again
+    assert "parked/long-s0" in git("log", "--stat", "-2")
+    fresh = tmp_path / "fresh"
+    git("clone", "-q", str(home), str(fresh), cwd=tmp_path)
+    assert not (fresh / ".devcache").exists()
+    sh(park, "restore", "long-s0", cwd=fresh)
+    assert sorted(str(p.relative_to(fresh / ".devcache")) for p in (fresh / ".devcache").rglob("*") if p.is_file()) == kept
+    window = {"GPU_WINDOW_WORK": str(tmp_path / "device3" / "work"), "GPU_WINDOW_ROOT": str(tmp_path / "device3" / "assets")}
+    for f in sorted(p.name for p in (fresh / ".devcache" / "ckpt" / "long-s0").iterdir()):
+        sh(SCRIPT, "ckpt_in", "long-s0", f, cwd=fresh, env=window)
+    sh(SCRIPT, "rebuild", "long-s0", cwd=REPO, env=window)
+    assert (tmp_path / "device3" / "work" / "runs" / "long-s0" / "checkpoints" / "step-00000004.pt").exists()
+    # a clone with nothing parked says so
+    empty = tmp_path / "empty"
+    git("clone", "-q", str(home), str(empty), cwd=tmp_path)
+    out = sh(park, "restore", "long-s1", cwd=empty, check=False)
+    assert out.returncode == 1 and "no parked parts of long-s1" in out.stderr
