@@ -159,3 +159,42 @@ def test_parked_parts_outlive_the_session_in_the_history_alone(sent):
     git("clone", "-q", str(home), str(empty), cwd=tmp_path)
     out = sh(park, "restore", "long-s1", cwd=empty, check=False)
     assert out.returncode == 1 and "no parked parts of long-s1" in out.stderr
+
+
+def test_wait_streams_the_newest_checkpoint_and_keep_parts_keeps_the_newest_complete_one(sent):
+    """`wait` with SEND_CKPT brings back 4 parts of the run's newest checkpoint a call, finishing one checkpoint
+    before it cuts a newer one, so that a machine lost mid-window (long2-s0's, 2026-12-06) loses minutes, not the
+    run; keep_parts.sh, given every call's folder, keeps the newest checkpoint whose parts all came back."""
+    tmp_path, _ = sent
+    device = tmp_path / "device" / "work"
+    (device / "finished.txt").write_text("done\n")  # `wait` returns at once
+    shutil.rmtree(device / "parts")  # (the fixture's ckpt_out calls sent this checkpoint already)
+    env = {"GPU_WINDOW_WORK": str(device), "GPU_WINDOW_ROOT": str(tmp_path / "device" / "assets"),
+           "GPU_WINDOW_PART_SIZE": "96K", "SEND_CKPT": "long-s0"}
+
+    def wait(k: int) -> Path:
+        out = tmp_path / f"wait{k}"
+        sh(SCRIPT, "wait", 1, cwd=REPO, env={**env, "OUT": str(out)})
+        return out
+
+    def sent_names(out: Path) -> set[str]:
+        return {p.name.split(".part-")[0] for p in out.glob("*.part-*")}
+
+    w1, w2, w3 = wait(1), wait(2), wait(3)
+    assert (w1 / "results.tar.gz").exists() and (w1 / "long-s0.sha256").exists()
+    assert len(list(w1.glob("*.part-*"))) == 4 and len(list(w2.glob("*.part-*"))) == 3
+    assert sent_names(w1) == sent_names(w2) == {"long-s0.step-00000004.pt"} and not list(w3.glob("*.part-*"))
+    # the run goes on: the next calls send its newer checkpoint, whole, in two calls again
+    ganzoo("run", "--resume", device / "runs" / "long-s0", "--set", "train.steps=6", "--device", "cpu", cwd=tmp_path)
+    w4, w5 = wait(4), wait(5)
+    assert sent_names(w4) == sent_names(w5) == {"long-s0.step-00000006.pt"}
+    home = tmp_path / "home"
+    home.mkdir()
+    out = sh(KEEP, "long-s0", w1, w2, w3, w4, w5, cwd=home)
+    assert "step-00000006.pt" in out.stdout
+    kept = home / ".devcache" / "ckpt" / "long-s0"
+    assert {p.name.split(".part-")[0] for p in kept.rglob("*.part-*")} == {"long-s0.step-00000006.pt"}
+    # the machine lost before the newer checkpoint's second call: the older, complete one is kept
+    out = sh(KEEP, "long-s0", w1, w2, w3, w4, cwd=home)
+    assert "step-00000004.pt" in out.stdout and "part-04 of its 7 parts is missing" in out.stderr
+    assert {p.name.split(".part-")[0] for p in kept.rglob("*.part-*")} == {"long-s0.step-00000004.pt"}

@@ -55,11 +55,22 @@
 # end after a 10-minute run's final evaluation (stage3 returns about 10 s after the run starts).
 #
 # Since 2026-12-06 recipes/sagan.yaml evaluates with standing statistics (eval.standing_stats: 50); its
-# 10-minute runs of both seeds are docs/quality/runs/sagan10-standing-s0/-s1. Issue 16's long run (long-s0)
-# stopped at step 49,040 on 2026-12-06 and its parts are under .devcache/ckpt/long-s0: the next window makes
-# stage1, stage2, ckpt_in long-s0 a, b, c, then stage3 with JOBS="long study" GPU_TESTS=tests/test_study_recipes.py
-# (every study recipe trains with the study's settings, beside the prewarm; about 14 minutes to 100k steps, then
-# the study until `stop` about 2 minutes before the window's end).
+# 10-minute runs of both seeds are docs/quality/runs/sagan10-standing-s0/-s1. Issue 16's long run has been cut
+# twice with its checkpoint lost (long-s0 at 49,040: kept in ignored files, gone with the session; long2-s0 at
+# 68,100: the machine was given back between two calls). 100k steps take ~26.5 minutes of an H100 from a cold
+# start (68,100 steps in 1137 s, compilation ~115 s of it), more than a window holds after its start, so the run
+# crosses a session, and every window of it keeps its progress:
+#   1. stage1 (alone first), stage2; `status` gives the budget B (s) left;
+#   2. stage3 with JOBS=long SKIP_TESTS=1 STAGE_STEPEQ=0 PREWARM_STEPS=0 LONG_MINUTES=<(B - 180) / 60>;
+#   3. `SEND_CKPT=long-s0 bash benchmarks/device/gpu_window.sh wait 240`, repeated: each call also brings back 4
+#      parts of the newest checkpoint (a whole one every second call);
+#   4. once it says FINISHED (the time limit, final evaluation and checkpoint written): `ckpt_out long-s0 0` and
+#      `ckpt_out long-s0 4`;
+#   5. here: `bash benchmarks/device/keep_parts.sh long-s0 /work/.device/N...` (every call's folder of the window:
+#      it keeps the newest complete checkpoint), then `bash benchmarks/device/park_parts.sh park long-s0` (the parts
+#      into git's history, out of the tree), and the run's small files under docs/quality/runs/long3-s0/;
+#   6. the next session: `park_parts.sh restore long-s0`, stage1, stage2, `ckpt_in long-s0 a` (b, c), stage3 with
+#      JOBS=long (and what follows it): the long job rebuilds the run folder and resumes it to 100k.
 set -uo pipefail
 phase=${1:?phase}
 ROOT=${GPU_WINDOW_ROOT:-/root/assets}   # staged data and weights (and checkpoint parts, ckpt_in)
@@ -149,30 +160,47 @@ rebuild_run() {  # run folder $WORK/KIND/$1 from carried parts (KIND: runs or st
   echo "rebuild_run: $run from $name ($(ls "${parts[@]}" | wc -l) parts) into $kind/"
 }
 
+cut_parts() {  # `cut_parts RUN newest|sent`: cut RUN's newest checkpoint into parts under $WORK/parts/RUN, with its
+               # sha256 and the run's small files, unless that checkpoint is cut already. `sent`: only once every part
+               # of the current cut has been sent (`wait` with SEND_CKPT), so that no call mixes two checkpoints
+  local run=$1 d="$WORK/parts/$1" kind ck n sent
+  kind=$(run_home "$run") || { echo "cut_parts: no run folder $run in $WORK/runs or $WORK/study"; return 1; }
+  ck=$(ls "$WORK/$kind/$run/checkpoints"/step-*.pt 2>/dev/null | sort | tail -1)
+  [ -n "$ck" ] || { echo "cut_parts: no checkpoint in $WORK/$kind/$run/checkpoints yet"; return 1; }
+  [ "$(cat "$d/done" 2>/dev/null)" = "$(basename "$ck")" ] && return 0
+  if [ "$2" = sent ]; then
+    n=$(ls "$d"/*.part-* 2>/dev/null | wc -l); sent=$(cat "$d/sent" 2>/dev/null || echo 0)
+    [ "$n" -gt 0 ] && [ "$sent" -lt "$n" ] && return 0  # the current cut is still being sent
+  fi
+  rm -rf "$d" && mkdir -p "$d" || return 1
+  split -b "$PART_SIZE" -d -a 2 "$ck" "$d/$run.$(basename "$ck").part-" || return 1
+  # digest, part count, where the run folder goes back (rebuild_run)
+  echo "$(sha256sum "$ck" | cut -d' ' -f1) $(ls "$d"/*.part-* | wc -l) $kind" > "$d/$run.sha256"
+  (cd "$WORK/$kind" && tar czf "$d/$run.small.tar.gz" --exclude='*.pt' "$run") || return 1
+  basename "$ck" > "$d/done"; echo 0 > "$d/sent"
+}
+
+send_parts() {  # `send_parts RUN FIRST`: 4 parts of RUN's current cut from part FIRST into $OUT (with the sha256 and
+                # the small files when FIRST is 0)
+  local run=$1 first=$2 d="$WORK/parts/$1" n f
+  mkdir -p "${OUT:?}"
+  ls "$d"/*.part-* | tail -n +$(( first + 1 )) | head -4 | while read -r f; do cp "$f" "$OUT"/; done
+  if [ "$first" = 0 ]; then cp "$d/$run.sha256" "$d/$run.small.tar.gz" "$OUT"/; fi
+  n=$(ls "$d"/*.part-* | wc -l)
+  [ $(( first + 4 )) -gt "$(cat "$d/sent" 2>/dev/null || echo 0)" ] && echo $(( first + 4 )) > "$d/sent"
+  echo "parts of $run ($(cat "$d/done")): $n; sent from part $first:"; ls -la "$OUT"
+  if [ $(( first + 4 )) -lt "$n" ]; then echo "more parts: ckpt_out $run $(( first + 4 ))"; fi
+}
+
 case "$phase" in
 ckpt_out)  # `ckpt_out RUN FIRST`: RUN's last checkpoint back to this machine in 15 MiB parts, 4 per call from
            # part FIRST (0, then 4; a 100 MB CIFAR checkpoint is 7 parts), the run's small files (no
            # checkpoints) and the checkpoint's sha256 with the first call. Files come back under $OUT.
            # RUN is a run folder of $WORK/runs (the long run) or of $WORK/study (a study run cut by `stop`).
   # (parts are cut once per checkpoint: a run resumed on the same machine since is cut again from its newer one)
-  run=${2:?run}; first=${3:-0}; d="$WORK/parts/$run"
-  kind=$(run_home "$run") || { echo "ckpt_out: no run folder $run in $WORK/runs or $WORK/study"; exit 1; }
-  ck=$(ls "$WORK/$kind/$run/checkpoints"/step-*.pt 2>/dev/null | sort | tail -1)
-  [ -n "$ck" ] || { echo "ckpt_out: no checkpoint in $WORK/$kind/$run/checkpoints"; exit 1; }
-  if [ "$(cat "$d/done" 2>/dev/null)" != "$(basename "$ck")" ]; then
-    rm -rf "$d" && mkdir -p "$d" || exit 1
-    split -b "$PART_SIZE" -d -a 2 "$ck" "$d/$run.$(basename "$ck").part-" || exit 1
-    # digest, part count, where the run folder goes back (rebuild_run)
-    echo "$(sha256sum "$ck" | cut -d' ' -f1) $(ls "$d"/*.part-* | wc -l) $kind" > "$d/$run.sha256"
-    (cd "$WORK/$kind" && tar czf "$d/$run.small.tar.gz" --exclude='*.pt' "$run") || exit 1
-    basename "$ck" > "$d/done"
-  fi
-  mkdir -p "${OUT:?}"
-  ls "$d"/*.part-* | tail -n +$(( first + 1 )) | head -4 | while read -r f; do cp "$f" "$OUT"/; done
-  if [ "$first" = 0 ]; then cp "$d/$run.sha256" "$d/$run.small.tar.gz" "$OUT"/; fi
-  n=$(ls "$d"/*.part-* | wc -l)
-  echo "parts of $run: $n; sent from part $first:"; ls -la "$OUT"
-  if [ $(( first + 4 )) -lt "$n" ]; then echo "more parts: ckpt_out $run $(( first + 4 ))"; fi ;;
+  run=${2:?run}; first=${3:-0}
+  cut_parts "$run" newest || exit 1
+  send_parts "$run" "$first" ;;
 pack)  # results.tar.gz of the small files under $WORK into $OUT (what `wait` sends back at its end)
   pack ;;
 ckpt_in)  # `run carry [.devcache/ckpt/RUN/a]  bash benchmarks/device/gpu_window.sh ckpt_in RUN a` (then b, c): carried
@@ -493,6 +521,14 @@ wait)
   for f in "$WORK"/quality/*/metrics.jsonl; do [ -f "$f" ] && { echo "$f"; grep '"eval/fid"' "$f" | cut -c1-200; tail -1 "$f" | cut -c1-300; }; done
   tail -n 2 "$WORK"/quality/*.log 2>/dev/null; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
   [ -f "$WORK/finished.txt" ] && echo FINISHED
-  pack ;;
+  pack
+  # SEND_CKPT=RUN: each call also brings back the next 4 parts of RUN's newest checkpoint (a whole one every
+  # second call), so that a machine lost mid-window loses minutes, not the run (on 2026-12-06 one was given back
+  # between two calls, and long2-s0's 68,100 steps with it); keep_parts.sh keeps the newest complete one
+  if [ -n "${SEND_CKPT:-}" ] && cut_parts "$SEND_CKPT" sent; then
+    first=$(cat "$WORK/parts/$SEND_CKPT/sent")
+    if [ "$first" -lt "$(ls "$WORK/parts/$SEND_CKPT"/*.part-* | wc -l)" ]; then send_parts "$SEND_CKPT" "$first"
+    else echo "SEND_CKPT: every part of $(cat "$WORK/parts/$SEND_CKPT/done") is sent already"; fi
+  fi ;;
 *) echo "unknown phase $phase"; exit 2 ;;
 esac
