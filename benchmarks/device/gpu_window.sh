@@ -38,14 +38,22 @@
 # here, and `ckpt_in RUN a` (b, c) in the next window before stage3: the study job rebuilds it and ablate resumes
 # it. The study's budget (STUDY_STEPS, default 50000) must be settled before its first run: issue 19 asks for
 # 50k steps or until the no-attention curve flattens, whichever is later, and a kept run is only small files, so
-# a later, larger budget cannot continue it (ganzoo ablate would resume it and find no checkpoint). Settle it
-# from the long run's curve first (`ganzoo report docs/quality/runs/long-s0 --variant-from folder --baseline long
-# --out ...` states where it flattens; the long run is `sagan`, issue 19's feat16). The two reports come from
-# that one folder:
+# a later, larger budget cannot continue it. The long run's curve settles it: `ganzoo report
+# docs/quality/runs/long2-s0 --variant-from folder --baseline long2 --out ...` finds it flat from step 40,000
+# (no later evaluation better by more than 1 FID), so 50k it is. The study is ~10 GPU-hours: ~3 windows of an
+# 8-GPU host, which is not lent now, against ~25 of one GPU. The two reports come from that one folder:
 #   ganzoo report docs/ablations/runs-50k/ablation-* --out docs/ablations/cifar10.md --notes ...          (issue 19)
 #   ganzoo report docs/ablations/runs-50k/ablation-feat16-* docs/ablations/runs-50k/ablation-none-* \
 #     docs/ablations/runs-50k/attn-* --out docs/ablations/attention-variants.md \
 #     --block-bench docs/benchmarks/runs/h100-2026-12-06-attnvar/attention.json --notes ...              (issue 20)
+#
+# Issue 20's "which attention block?" study alone, on one GPU (its budget is the study's to state): its 7 recipes
+# x 2 seeds x 10k steps, two runs at once so that one run's compilation overlaps another's training, ~45 minutes
+# of an H100, so two windows (finished runs kept by keep_study.sh, as above):
+#   JOBS=study STUDY_RECIPES="recipes/ablations/attention-variants/*.yaml" STUDY_SEEDS="0 1" STUDY_STEPS=10000 \
+#     STUDY_EVAL=5000 STUDY_JOBS=2 STUDY_DIR=docs/ablations/attention-variants/runs  (stage3, after PREWARM_SET)
+#   ganzoo report docs/ablations/attention-variants/runs/attn-* --baseline attn-none \
+#     --out docs/ablations/attention-variants.md --block-bench docs/benchmarks/runs/h100-2026-12-06-attnvar/attention.json
 #
 # Call the next `run` at once: a machine idle for 30 s is given back with everything on it (this lost a
 # whole window on 2026-11-24, and the last seconds of a 10-minute run on 2026-12-06). A machine also goes
@@ -61,7 +69,10 @@
 # start (68,100 steps in 1137 s, compilation ~115 s of it), more than a window holds after its start, so the run
 # crosses a session, and every window of it keeps its progress:
 #   1. stage1 (alone first), stage2; `status` gives the budget B (s) left;
-#   2. stage3 with JOBS=long SKIP_TESTS=1 STAGE_STEPEQ=0 PREWARM_STEPS=0 LONG_MINUTES=<(B - 180) / 60>;
+#   2. stage3 with JOBS=long SKIP_TESTS=1 STAGE_STEPEQ=0 PREWARM_STEPS=0 LONG_MINUTES=<(B - 180) / 60>; with
+#      B >= 1690 (a machine that started at once) 100k steps fit (~1630 s of the run's clock on an H100, ~10 s of
+#      start-up before it): LONG_MINUTES=<(B - 50) / 60>, no ckpt_out at the end, the streamed parts (3.) the
+#      fallback if it falls short;
 #   3. `SEND_CKPT=long-s0 bash benchmarks/device/gpu_window.sh wait 240`, repeated: each call also brings back 4
 #      parts of the newest checkpoint (a whole one every second call);
 #   4. once it says FINISHED (the time limit, final evaluation and checkpoint written): `ckpt_out long-s0 0` and
@@ -404,7 +415,9 @@ PY
       done
       for seed in ${SEEDS:-0 1}; do standing_evals "$WORK/runs/$name-s$seed"; done ;;
     study)  # issues 19 and 20 in one study folder: STUDY_RECIPES (default the groups of $STUDY_GROUPS_BOTH) x STUDY_SEEDS (default 0 1 2 3) at
-            # STUDY_STEPS G steps (default 50000), the fastest settings, FID/KID with 10k EMA samples every STUDY_EVAL
+            # STUDY_STEPS G steps (default 50000), STUDY_JOBS runs at once on each GPU (default 1; 2 on one GPU
+            # overlaps one run's compilation, ~115 s cold for each attention block, with another's training),
+            # the fastest settings, FID/KID with 10k EMA samples every STUDY_EVAL
             # steps (default 10000), one sample grid at the end (results.tar.gz is one file of at most 16 MiB),
             # spread over every GPU of the host (ganzoo ablate --device cuda:0 ... cuda:N-1:
             # one run per GPU, each alone on it). A study takes several windows: commit the finished runs' small
@@ -427,7 +440,7 @@ PY
       for group in "${groups[@]}"; do  # one after the other, into one folder (ablate skips what is done)
         echo "study group: $(echo $group)" >> "$WORK/study.log"
         python3 -m ganzoo ablate $group --seeds ${STUDY_SEEDS:-0 1 2 3} \
-          --steps "${STUDY_STEPS:-50000}" --device $devices --out "$out" ${STUDY_SET-$SAGAN10_SET} \
+          --steps "${STUDY_STEPS:-50000}" --device $devices ${STUDY_JOBS:+--jobs $STUDY_JOBS} --out "$out" ${STUDY_SET-$SAGAN10_SET} \
           --set eval.every="${STUDY_EVAL:-10000}" --set train.sample_every="${STUDY_STEPS:-50000}" \
           --set train.checkpoint_every="${STUDY_EVAL:-10000}" --report "$out/report.md" >> "$WORK/study.log" 2>&1 \
           || { rc=$?; break; }
