@@ -87,9 +87,12 @@ def test_study_groups_run_in_order_into_one_folder_and_a_failed_group_stops_the_
     exit status and the groups after it do not start."""
     none, feat16 = tiny_recipes(tmp_path, ("st-none", []), ("st-feat16", [16]))
     groups = {"STUDY_RECIPES": "", "STUDY_GROUPS": f"{none} ; {feat16}", "STUDY_SEEDS": "0 1", "STUDY_DEVICES": "cpu"}
-    log, work = window(tmp_path, "w1", [], tmp_path / "kept", **groups)
+    # STUDY_JOBS=2: both seeds of a group at once on the one device (one run compiles while the other trains)
+    log, work = window(tmp_path, "w1", [], tmp_path / "kept", STUDY_JOBS="2", **groups)
     starts = [line.split()[1].rstrip(":") for line in log.splitlines() if line.startswith("start ")]
     assert starts == ["st-none-s0", "st-none-s1", "st-feat16-s0", "st-feat16-s1"], log
+    events = [line.split()[0] for line in log.splitlines() if line.startswith(("start ", "done "))]
+    assert events[:2] == ["start", "start"], log  # the second run started before the first was done
     assert sorted(p.parent.name for p in (work / "study").glob("*/ablate-done.json")) == [
         "st-feat16-s0", "st-feat16-s1", "st-none-s0", "st-none-s1"]
     bad = {**groups, "STUDY_GROUPS": f"{tmp_path / 'missing.yaml'} ; {feat16}"}
