@@ -73,7 +73,7 @@
 #      B >= 1690 (a machine that started at once) 100k steps fit (~1630 s of the run's clock on an H100, ~10 s of
 #      start-up before it): LONG_MINUTES=<(B - 50) / 60>, no ckpt_out at the end, the streamed parts (3.) the
 #      fallback if it falls short;
-#   3. `SEND_CKPT=long-s0 bash benchmarks/device/gpu_window.sh wait 240`, repeated: each call also brings back 4
+#   3. `SEND_CKPT=long-s0 bash benchmarks/device/gpu_window.sh wait 240`, repeated: each call also brings back 3-4
 #      parts of the newest checkpoint (a whole one every second call);
 #   4. once it says FINISHED (the time limit, final evaluation and checkpoint written): `ckpt_out long-s0 0` and
 #      `ckpt_out long-s0 4`;
@@ -187,20 +187,21 @@ cut_parts() {  # `cut_parts RUN newest|sent`: cut RUN's newest checkpoint into p
   split -b "$PART_SIZE" -d -a 2 "$ck" "$d/$run.$(basename "$ck").part-" || return 1
   # digest, part count, where the run folder goes back (rebuild_run)
   echo "$(sha256sum "$ck" | cut -d' ' -f1) $(ls "$d"/*.part-* | wc -l) $kind" > "$d/$run.sha256"
-  (cd "$WORK/$kind" && tar czf "$d/$run.small.tar.gz" --exclude='*.pt' "$run") || return 1
+  # (no sample grids: `wait` packs them, and with 4 parts of 15 MiB they would bring a call near its 64 MiB)
+  (cd "$WORK/$kind" && tar czf "$d/$run.small.tar.gz" --exclude='*.pt' --exclude="$run/samples" "$run") || return 1
   basename "$ck" > "$d/done"; echo 0 > "$d/sent"
 }
 
-send_parts() {  # `send_parts RUN FIRST`: 4 parts of RUN's current cut from part FIRST into $OUT (with the sha256 and
-                # the small files when FIRST is 0)
-  local run=$1 first=$2 d="$WORK/parts/$1" n f
+send_parts() {  # `send_parts RUN FIRST [COUNT]`: COUNT (default 4) parts of RUN's current cut from part FIRST into
+                # $OUT (with the sha256 and the small files when FIRST is 0)
+  local run=$1 first=$2 count=${3:-4} d="$WORK/parts/$1" n f
   mkdir -p "${OUT:?}"
-  ls "$d"/*.part-* | tail -n +$(( first + 1 )) | head -4 | while read -r f; do cp "$f" "$OUT"/; done
+  ls "$d"/*.part-* | tail -n +$(( first + 1 )) | head -"$count" | while read -r f; do cp "$f" "$OUT"/; done
   if [ "$first" = 0 ]; then cp "$d/$run.sha256" "$d/$run.small.tar.gz" "$OUT"/; fi
   n=$(ls "$d"/*.part-* | wc -l)
-  [ $(( first + 4 )) -gt "$(cat "$d/sent" 2>/dev/null || echo 0)" ] && echo $(( first + 4 )) > "$d/sent"
+  [ $(( first + count )) -gt "$(cat "$d/sent" 2>/dev/null || echo 0)" ] && echo $(( first + count )) > "$d/sent"
   echo "parts of $run ($(cat "$d/done")): $n; sent from part $first:"; ls -la "$OUT"
-  if [ $(( first + 4 )) -lt "$n" ]; then echo "more parts: ckpt_out $run $(( first + 4 ))"; fi
+  if [ $(( first + count )) -lt "$n" ]; then echo "more parts: from part $(( first + count ))"; fi
 }
 
 case "$phase" in
@@ -535,12 +536,15 @@ wait)
   tail -n 2 "$WORK"/quality/*.log 2>/dev/null; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
   [ -f "$WORK/finished.txt" ] && echo FINISHED
   pack
-  # SEND_CKPT=RUN: each call also brings back the next 4 parts of RUN's newest checkpoint (a whole one every
+  # SEND_CKPT=RUN: each call also brings back the next 3-4 parts of RUN's newest checkpoint (a whole one every
   # second call), so that a machine lost mid-window loses minutes, not the run (on 2026-12-06 one was given back
   # between two calls, and long2-s0's 68,100 steps with it); keep_parts.sh keeps the newest complete one
   if [ -n "${SEND_CKPT:-}" ] && cut_parts "$SEND_CKPT" sent; then
     first=$(cat "$WORK/parts/$SEND_CKPT/sent")
-    if [ "$first" -lt "$(ls "$WORK/parts/$SEND_CKPT"/*.part-* | wc -l)" ]; then send_parts "$SEND_CKPT" "$first"
+    # (3 parts with the first call: beside results.tar.gz and the small files, whose sample grids grow with the
+    # run, 4 would come near the 64 MiB a call brings back; a 7-part checkpoint still takes two calls)
+    if [ "$first" -lt "$(ls "$WORK/parts/$SEND_CKPT"/*.part-* | wc -l)" ]; then
+      send_parts "$SEND_CKPT" "$first" $(( first == 0 ? 3 : 4 ))
     else echo "SEND_CKPT: every part of $(cat "$WORK/parts/$SEND_CKPT/done") is sent already"; fi
   fi ;;
 *) echo "unknown phase $phase"; exit 2 ;;
