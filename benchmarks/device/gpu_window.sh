@@ -174,15 +174,12 @@ rebuild_run() {  # run folder $WORK/KIND/$1 from carried parts (KIND: runs or st
 cut_parts() {  # `cut_parts RUN newest|sent`: cut RUN's newest checkpoint into parts under $WORK/parts/RUN, with its
                # sha256 and the run's small files, unless that checkpoint is cut already. `sent`: only once every part
                # of the current cut has been sent (`wait` with SEND_CKPT), so that no call mixes two checkpoints
-  local run=$1 d="$WORK/parts/$1" kind ck n sent
+  local run=$1 d="$WORK/parts/$1" kind ck
   kind=$(run_home "$run") || { echo "cut_parts: no run folder $run in $WORK/runs or $WORK/study"; return 1; }
   ck=$(ls "$WORK/$kind/$run/checkpoints"/step-*.pt 2>/dev/null | sort | tail -1)
   [ -n "$ck" ] || { echo "cut_parts: no checkpoint in $WORK/$kind/$run/checkpoints yet"; return 1; }
   [ "$(cat "$d/done" 2>/dev/null)" = "$(basename "$ck")" ] && return 0
-  if [ "$2" = sent ]; then
-    n=$(ls "$d"/*.part-* 2>/dev/null | wc -l); sent=$(cat "$d/sent" 2>/dev/null || echo 0)
-    [ "$n" -gt 0 ] && [ "$sent" -lt "$n" ] && return 0  # the current cut is still being sent
-  fi
+  [ "$2" = sent ] && [ "$(unsent_parts "$run")" -gt 0 ] && return 0  # the current cut is still being sent
   rm -rf "$d" && mkdir -p "$d" || return 1
   split -b "$PART_SIZE" -d -a 2 "$ck" "$d/$run.$(basename "$ck").part-" || return 1
   # digest, part count, where the run folder goes back (rebuild_run)
@@ -190,6 +187,12 @@ cut_parts() {  # `cut_parts RUN newest|sent`: cut RUN's newest checkpoint into p
   # (no sample grids: `wait` packs them, and with 4 parts of 15 MiB they would bring a call near its 64 MiB)
   (cd "$WORK/$kind" && tar czf "$d/$run.small.tar.gz" --exclude='*.pt' --exclude="$run/samples" "$run") || return 1
   basename "$ck" > "$d/done"; echo 0 > "$d/sent"
+}
+
+unsent_parts() {  # how many parts of RUN's current cut no call has sent yet (0 when none is cut)
+  local d="$WORK/parts/$1" n
+  n=$(ls "$d"/*.part-* 2>/dev/null | wc -l)
+  echo $(( n > 0 ? n - $(cat "$d/sent" 2>/dev/null || echo 0) : 0 ))
 }
 
 send_parts() {  # `send_parts RUN FIRST [COUNT]`: COUNT (default 4) parts of RUN's current cut from part FIRST into
@@ -207,7 +210,7 @@ send_parts() {  # `send_parts RUN FIRST [COUNT]`: COUNT (default 4) parts of RUN
 case "$phase" in
 ckpt_out)  # `ckpt_out RUN FIRST`: RUN's last checkpoint back to this machine in 15 MiB parts, 4 per call from
            # part FIRST (0, then 4; a 100 MB CIFAR checkpoint is 7 parts), the run's small files (no
-           # checkpoints) and the checkpoint's sha256 with the first call. Files come back under $OUT.
+           # checkpoints, no sample grids) and the checkpoint's sha256 with the first call. Files come back under $OUT.
            # RUN is a run folder of $WORK/runs (the long run) or of $WORK/study (a study run cut by `stop`).
   # (parts are cut once per checkpoint: a run resumed on the same machine since is cut again from its newer one)
   run=${2:?run}; first=${3:-0}
@@ -424,7 +427,7 @@ PY
             # one run per GPU, each alone on it). A study takes several windows: commit the finished runs' small
             # files after each under STUDY_DIR (default docs/ablations/runs-50k; keep_study.sh does it), and the
             # next window copies them in with their ablate-done.json, so ablate skips them. A run cut by the
-            # window's end starts again (its checkpoints do not outlive the machine).
+            # window's end starts again, unless `stop` and ckpt_out brought its checkpoint back (see the header).
       out="$WORK/study"; mkdir -p "$out"; kept=0
       for d in "${STUDY_DIR:-docs/ablations/runs-50k}"/*/; do
         if [ -f "$d/ablate-done.json" ]; then cp -a "$d" "$out"/ && kept=$(( kept + 1 )); fi
@@ -453,9 +456,10 @@ PY
         > "$WORK/attention-variants.log" 2>&1 ;;
     long)  # issue 16's long run: recipes/sagan.yaml with the fastest settings, seed LONG_SEED (default 0), to
            # 100k G steps (the recipe's), FID/KID every 10k; capped at LONG_MINUTES (default 24) so that it
-           # ends, final evaluation included, inside one window (checkpoints do not outlive the machine)
-           # Across windows: `ckpt_out long-s0 0` / `ckpt_out long-s0 4` bring its last checkpoint back in parts,
-           # benchmarks/device/keep_parts.sh files them under .devcache/ckpt/, and the next window's `ckpt_in`
+           # ends, final evaluation and checkpoint included, inside one window (the machine's files do not outlive it)
+           # Across windows: `wait` with SEND_CKPT=long-s0 while it trains and `ckpt_out long-s0 0` / `4` after it
+           # bring its checkpoints back in parts, benchmarks/device/keep_parts.sh files the newest complete one under
+           # .devcache/ckpt/long-s0/ (park_parts.sh keeps it to the next session), and the next window's `ckpt_in`
            # calls carry them in; this job then rebuilds the run folder and continues it with --resume.
       mkdir -p "$WORK/runs"; seed=${LONG_SEED:-0}; run="long-s$seed"
       date -u +%FT%T.%NZ >> "$WORK/runs/$run.start.txt"
@@ -543,7 +547,7 @@ wait)
     first=$(cat "$WORK/parts/$SEND_CKPT/sent")
     # (3 parts with the first call: beside results.tar.gz and the small files, whose sample grids grow with the
     # run, 4 would come near the 64 MiB a call brings back; a 7-part checkpoint still takes two calls)
-    if [ "$first" -lt "$(ls "$WORK/parts/$SEND_CKPT"/*.part-* | wc -l)" ]; then
+    if [ "$(unsent_parts "$SEND_CKPT")" -gt 0 ]; then
       send_parts "$SEND_CKPT" "$first" $(( first == 0 ? 3 : 4 ))
     else echo "SEND_CKPT: every part of $(cat "$WORK/parts/$SEND_CKPT/done") is sent already"; fi
   fi ;;

@@ -11,7 +11,7 @@
 #
 #   run carry [.devcache/ckpt/RUN/a]  bash benchmarks/device/gpu_window.sh ckpt_in RUN a    # then b, c
 #
-# The run's small files (metrics, recipe, best.json, grids) and the sha256 go with the last folder.
+# The run's small files (metrics, recipe, best.json; no sample grids) and the sha256 go with the last folder.
 set -euo pipefail
 run=${1:?usage: keep_parts.sh RUN DIR...}; shift
 [ $# -ge 1 ] || { echo "usage: keep_parts.sh RUN DIR..." >&2; exit 2; }
