@@ -418,6 +418,70 @@ def flattening_section(baseline: Variant, key: str = "eval/fid", tolerance: floa
             f.sentence, ""]
 
 
+
+# ----------------------------------------------------------------------------- no collapse after a time mark
+RISE_TOLERANCE = 3.0  # FID: issue 16's "never rises more than 3 above its best after the 10-minute mark"
+
+
+@dataclass
+class Rise:
+    """A run's FID after ``minutes`` of its clock (``time``: compilation and evaluations included, summed over
+    resumed sessions): at each evaluation after the mark, how far FID stands above the best evaluation at or
+    before it (0 while it keeps improving). A collapse shows as a large rise; a curve still falling as none."""
+
+    run: str
+    minutes: float
+    after: list[tuple[int, float, float]]  # (step, FID, best FID at or before that step), after the mark
+    best: tuple[int, float] | None  # the run's best evaluation (step, FID)
+
+    @property
+    def largest(self) -> tuple[int, float] | None:
+        """(step, rise) of the largest rise after the mark; None when no evaluation follows it."""
+        if not self.after:
+            return None
+        step, fid, best = max(self.after, key=lambda a: a[1] - a[2])
+        return step, fid - best
+
+
+def fid_rise(run: Run, minutes: float, key: str = "eval/fid") -> Rise:
+    evals = sorted((int(r["step"]), float(r[key]), r.get("time")) for r in run.rows
+                   if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]))
+    after, best = [], None
+    for step, fid, time in evals:
+        if best is None or fid < best[1]:
+            best = (step, fid)
+        if isinstance(time, (int, float)) and time / 60 > minutes:
+            after.append((step, fid, best[1]))
+    return Rise(run.path.name, minutes, after, best)
+
+
+def rise_section(runs: list[Run], minutes: float, tolerance: float = RISE_TOLERANCE,
+                 key: str = "eval/fid") -> list[str]:
+    """The markdown lines of "No collapse after minute M": a row per run, and how many keep within ``tolerance``."""
+    lines = [f"## No collapse after minute {minutes:g}", "",
+             f"Each run's evaluations after {minutes:g} minutes of its clock (compilation and evaluations included): "
+             "how far FID stood above the best evaluation at or before it. The rule (`--rise-tolerance`): no rise "
+             f"of more than {tolerance:g} FID.", "",
+             f"| run | evaluations after minute {minutes:g} | last evaluated step | best FID (step) | largest rise (step) "
+             f"| within {tolerance:g} FID |", "|---|---|---|---|---|---|"]
+    judged = held = 0
+    for run in runs:
+        r = fid_rise(run, minutes, key)
+        best = f"{r.best[1]:.2f} ({r.best[0]:,})" if r.best else "-"
+        last = f"{r.after[-1][0]:,}" if r.after else "-"
+        if r.largest is None:
+            lines.append(f"| {r.run} | 0 | {last} | {best} | - | - (nothing after the mark) |")
+            continue
+        step, rise = r.largest
+        ok = rise <= tolerance
+        judged, held = judged + 1, held + ok
+        lines.append(f"| {r.run} | {len(r.after)} | {last} | {best} | {rise:.2f} ({step:,}) | {'yes' if ok else '**no**'} |")
+    lines += ["", f"{held} of {judged} run{'s' if judged != 1 else ''} with evaluations after minute {minutes:g} "
+              f"kept within {tolerance:g} FID of their best." if judged else
+              f"No run has an evaluation after minute {minutes:g}: nothing to judge.", ""]
+    return lines
+
+
 def missing_runs(variants: list[Variant], key: str = "eval/fid") -> list[str]:
     """What is missing relative to the others: seeds a variant has no run for, runs with no final ``key``."""
     seeds = sorted({r.seed for v in variants for r in v.runs})
@@ -500,14 +564,15 @@ def build_report(
     run_dirs: Sequence[str | Path], out: str | Path, command: Sequence[str] | None = None,
     title: str | None = None, notes: str | None = None, paper_table: bool = True, variant_from: str = "recipe",
     baseline: str | None = None, paired: bool = True, block_bench: str | Path | None = None,
-    flat_tolerance: float = FLAT_TOLERANCE,
+    flat_tolerance: float = FLAT_TOLERANCE, rise_after: float | None = None, rise_tolerance: float = RISE_TOLERANCE,
 ) -> Path:
     """Write the markdown report ``out`` and its assets folder (``out`` without ``.md``). Runs are grouped
     into variants by recipe name (``variant_from="folder"``: by folder name without ``-s<seed>``).
     With ``paired`` and a baseline variant (``baseline``, else :func:`pick_baseline`'s choice), the
     report adds the paired differences of final FID against it and where its FID curve flattens
     (``flat_tolerance``, :func:`flattening`); with ``block_bench`` (an ``attention.json``
-    of ``benchmarks/attention.py --variants``), each variant's attention block's time and memory."""
+    of ``benchmarks/attention.py --variants``), each variant's attention block's time and memory; with
+    ``rise_after`` (minutes), each run's largest FID rise above its best after that mark (:func:`fid_rise`)."""
     out = Path(out)
     assets = check_output(out)
     bench = read_block_bench(block_bench) if block_bench is not None else None
@@ -515,6 +580,8 @@ def build_report(
     variants = group(runs)
     base = pick_baseline(variants, baseline) if paired else None
     extra = block_bench_section(variants, bench, Path(block_bench).name) if bench is not None else []
+    if rise_after is not None:
+        extra += rise_section(runs, rise_after, rise_tolerance)
     try:
         return _write_report(runs, variants, out, assets, command, title, notes, paper_table, base, extra,
                              flat_tolerance)
