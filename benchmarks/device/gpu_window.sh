@@ -28,23 +28,23 @@
 # .devcache/ckpt/long-s0/; the next window carries them in (`ckpt_in long-s0 a`, `b`, `c`, one call each, before
 # stage3) and the long job resumes.
 #
-# A study (JOBS=study; issues 19 and 20: 12 recipes x 4 seeds x 50k steps, about 12 minutes a run alone on one
-# H100, so about 10 GPU-hours, two runs a single-GPU window) also crosses windows, by its finished runs alone: on a multi-GPU kind
+# A study (JOBS=study; issues 19 and 20: 12 recipes x 4 seeds x 60k steps, about 14 minutes a run alone on one
+# H100, so about 11 GPU-hours, two runs a single-GPU window) also crosses windows, by its finished runs alone: on a multi-GPU kind
 # (`run kind=nvidia-h100-x8 ...`) it trains one run per GPU; after the window, `bash benchmarks/device/
-# keep_study.sh docs/ablations/runs-50k /work/.device/N/results.tar.gz` keeps the finished runs' small files,
+# keep_study.sh docs/ablations/runs-60k /work/.device/N/results.tar.gz` keeps the finished runs' small files,
 # commit them, and the next window's study job skips them. A run still training when the window must end keeps
 # its progress the long run's way: `run bash benchmarks/device/gpu_window.sh stop` (SIGTERM: each run writes a
 # checkpoint and exits; it names the cut runs), `ckpt_out RUN 0` and `ckpt_out RUN 4`, `keep_parts.sh RUN ...`
 # here, and `ckpt_in RUN a` (b, c) in the next window before stage3: the study job rebuilds it and ablate resumes
-# it. The study's budget (STUDY_STEPS, default 50000) must be settled before its first run: issue 19 asks for
+# it. The study's budget (STUDY_STEPS, default 60000) must be settled before its first run: issue 19 asks for
 # 50k steps or until the no-attention curve flattens, whichever is later, and a kept run is only small files, so
-# a later, larger budget cannot continue it. The long run's curve settles it: `ganzoo report
-# docs/quality/runs/long2-s0 --variant-from folder --baseline long2 --out ...` finds it flat from step 40,000
-# (no later evaluation better by more than 1 FID), so 50k it is. The study is ~10 GPU-hours: ~3 windows of an
-# 8-GPU host, which is not lent now, against ~25 of one GPU. The two reports come from that one folder:
-#   ganzoo report docs/ablations/runs-50k/ablation-* --out docs/ablations/cifar10.md --notes ...          (issue 19)
-#   ganzoo report docs/ablations/runs-50k/ablation-feat16-* docs/ablations/runs-50k/ablation-none-* \
-#     docs/ablations/runs-50k/attn-* --out docs/ablations/attention-variants.md \
+# a later, larger budget cannot continue it. The finished long run's curve settles it: `ganzoo report
+# docs/quality/runs/long3-s0 --variant-from folder --baseline long3 --out ...` finds it flat from step 60,000
+# (no later evaluation better by more than 1 FID; long2-s0, cut at 68,100, had said 40,000), so 60k it is. The
+# study is ~11 GPU-hours: ~4 windows of an 8-GPU host, which is not lent now, against ~27 of one GPU. The two reports come from that one folder:
+#   ganzoo report docs/ablations/runs-60k/ablation-* --out docs/ablations/cifar10.md --notes ...          (issue 19)
+#   ganzoo report docs/ablations/runs-60k/ablation-feat16-* docs/ablations/runs-60k/ablation-none-* \
+#     docs/ablations/runs-60k/attn-* --out docs/ablations/attention-variants.md \
 #     --block-bench docs/benchmarks/runs/h100-2026-12-06-attnvar/attention.json --notes ...              (issue 20)
 #
 # Issue 20's "which attention block?" study alone, on one GPU (its budget is the study's to state): its 7 recipes
@@ -63,23 +63,22 @@
 # end after a 10-minute run's final evaluation (stage3 returns about 10 s after the run starts).
 #
 # Since 2026-12-06 recipes/sagan.yaml evaluates with standing statistics (eval.standing_stats: 50); its
-# 10-minute runs of both seeds are docs/quality/runs/sagan10-standing-s0/-s1. Issue 16's long run has been cut
-# twice with its checkpoint lost (long-s0 at 49,040: kept in ignored files, gone with the session; long2-s0 at
-# 68,100: the machine was given back between two calls). 100k steps take ~26.5 minutes of an H100 from a cold
-# start (68,100 steps in 1137 s, compilation ~115 s of it), more than a window holds after its start, so the run
-# crosses a session, and every window of it keeps its progress:
+# 10-minute runs of both seeds are docs/quality/runs/sagan10-standing-s0/-s1. Issue 16's long run finished on
+# 2026-12-07 in one window (docs/quality/runs/long3-s0: 100k steps in 1,583 s of the run's clock on an H100, cold
+# cache; two earlier attempts were cut with their checkpoints lost). How a long run (or any run longer than a
+# window holds) is run, keeping its progress:
 #   1. stage1 (alone first), stage2; `status` gives the budget B (s) left;
 #   2. stage3 with JOBS=long SKIP_TESTS=1 STAGE_STEPEQ=0 PREWARM_STEPS=0 LONG_MINUTES=<(B - 180) / 60>; with
-#      B >= 1690 (a machine that started at once) 100k steps fit (~1630 s of the run's clock on an H100, ~10 s of
-#      start-up before it): LONG_MINUTES=<(B - 50) / 60>, no ckpt_out at the end, the streamed parts (3.) the
-#      fallback if it falls short;
-#   3. `SEND_CKPT=long-s0 bash benchmarks/device/gpu_window.sh wait 240`, repeated: each call also brings back 3-4
-#      parts of the newest checkpoint (a whole one every second call);
-#   4. once it says FINISHED (the time limit, final evaluation and checkpoint written): `ckpt_out long-s0 0` and
-#      `ckpt_out long-s0 4`;
+#      B >= 1690 (a machine that started at once) 100k steps fit (~1590 s of the run's clock on an H100, ~10 s of
+#      start-up before it): LONG_MINUTES=<(B - 90) / 60> (28 with B = 1770 on 2026-12-07), no ckpt_out at the
+#      end, the streamed parts (3.) the fallback if it falls short;
+#   3. `SEND_CKPT=long-s0 bash benchmarks/device/gpu_window.sh wait 420`, repeated (each call at once after the
+#      last): each call also brings back 3-4 parts of the newest checkpoint (a whole one every second call);
+#   4. if it stopped at its time limit short of its steps (FINISHED: the final evaluation and checkpoint
+#      written): `ckpt_out long-s0 0` and `ckpt_out long-s0 4`;
 #   5. here: `bash benchmarks/device/keep_parts.sh long-s0 /work/.device/N...` (every call's folder of the window:
 #      it keeps the newest complete checkpoint), then `bash benchmarks/device/park_parts.sh park long-s0` (the parts
-#      into git's history, out of the tree), and the run's small files under docs/quality/runs/long3-s0/;
+#      into git's history, out of the tree), and the run's small files under docs/quality/runs/<name>/;
 #   6. the next session: `park_parts.sh restore long-s0`, stage1, stage2, `ckpt_in long-s0 a` (b, c), stage3 with
 #      JOBS=long (and what follows it): the long job rebuilds the run folder and resumes it to 100k.
 set -uo pipefail
@@ -419,17 +418,17 @@ PY
       done
       for seed in ${SEEDS:-0 1}; do standing_evals "$WORK/runs/$name-s$seed"; done ;;
     study)  # issues 19 and 20 in one study folder: STUDY_RECIPES (default the groups of $STUDY_GROUPS_BOTH) x STUDY_SEEDS (default 0 1 2 3) at
-            # STUDY_STEPS G steps (default 50000), STUDY_JOBS runs at once on each GPU (default 1; 2 on one GPU
+            # STUDY_STEPS G steps (default 60000), STUDY_JOBS runs at once on each GPU (default 1; 2 on one GPU
             # overlaps one run's compilation, ~115 s cold for each attention block, with another's training),
             # the fastest settings, FID/KID with 10k EMA samples every STUDY_EVAL
             # steps (default 10000), one sample grid at the end (results.tar.gz is one file of at most 16 MiB),
             # spread over every GPU of the host (ganzoo ablate --device cuda:0 ... cuda:N-1:
             # one run per GPU, each alone on it). A study takes several windows: commit the finished runs' small
-            # files after each under STUDY_DIR (default docs/ablations/runs-50k; keep_study.sh does it), and the
+            # files after each under STUDY_DIR (default docs/ablations/runs-60k; keep_study.sh does it), and the
             # next window copies them in with their ablate-done.json, so ablate skips them. A run cut by the
             # window's end starts again, unless `stop` and ckpt_out brought its checkpoint back (see the header).
       out="$WORK/study"; mkdir -p "$out"; kept=0
-      for d in "${STUDY_DIR:-docs/ablations/runs-50k}"/*/; do
+      for d in "${STUDY_DIR:-docs/ablations/runs-60k}"/*/; do
         if [ -f "$d/ablate-done.json" ]; then cp -a "$d" "$out"/ && kept=$(( kept + 1 )); fi
       done
       for sum in "$ROOT"/ckpt/*.sha256; do  # runs cut by an earlier window's `stop`, carried in by ckpt_in
@@ -444,8 +443,8 @@ PY
       for group in "${groups[@]}"; do  # one after the other, into one folder (ablate skips what is done)
         echo "study group: $(echo $group)" >> "$WORK/study.log"
         python3 -m ganzoo ablate $group --seeds ${STUDY_SEEDS:-0 1 2 3} \
-          --steps "${STUDY_STEPS:-50000}" --device $devices ${STUDY_JOBS:+--jobs $STUDY_JOBS} --out "$out" ${STUDY_SET-$SAGAN10_SET} \
-          --set eval.every="${STUDY_EVAL:-10000}" --set train.sample_every="${STUDY_STEPS:-50000}" \
+          --steps "${STUDY_STEPS:-60000}" --device $devices ${STUDY_JOBS:+--jobs $STUDY_JOBS} --out "$out" ${STUDY_SET-$SAGAN10_SET} \
+          --set eval.every="${STUDY_EVAL:-10000}" --set train.sample_every="${STUDY_STEPS:-60000}" \
           --set train.checkpoint_every="${STUDY_EVAL:-10000}" --report "$out/report.md" >> "$WORK/study.log" 2>&1 \
           || { rc=$?; break; }
       done
