@@ -418,7 +418,6 @@ def flattening_section(baseline: Variant, key: str = "eval/fid", tolerance: floa
             f.sentence, ""]
 
 
-
 # ----------------------------------------------------------------------------- no collapse after a time mark
 RISE_TOLERANCE = 3.0  # FID: issue 16's "never rises more than 3 above its best after the 10-minute mark"
 
@@ -444,8 +443,8 @@ class Rise:
 
 
 def fid_rise(run: Run, minutes: float, key: str = "eval/fid") -> Rise:
-    evals = sorted((int(r["step"]), float(r[key]), r.get("time")) for r in run.rows
-                   if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]))
+    evals = sorted(((int(r["step"]), float(r[key]), r.get("time")) for r in run.rows
+                    if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])), key=lambda e: e[0])
     after, best = [], None
     for step, fid, time in evals:
         if best is None or fid < best[1]:

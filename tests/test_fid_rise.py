@@ -46,6 +46,9 @@ def test_a_collapse_breaks_the_rule_and_a_run_without_evaluations_after_the_mark
     short = _run("short-s0", [(5_000, 100, 20.8), (35_000, 564, 14.3)])
     untimed = _run("untimed-s0", [(10_000, None, 30.0), (20_000, None, 80.0)])  # rows without the clock
     assert fid_rise(short, 10).largest is None and fid_rise(untimed, 10).largest is None
+    # one step evaluated twice (a time-limit stop, then a resumed session), once without the clock: no error
+    twice = _run("twice-s0", [(30_000, 700, 14.0), (30_000, None, 14.0), (40_000, 800, 15.0)])
+    assert fid_rise(twice, 10).largest == (40_000, pytest.approx(1.0))
     text = "\n".join(rise_section([collapsed, short, untimed], 10))
     assert "## No collapse after minute 10" in text
     assert "| fast-s0 | 2 | 40,000 | 32.02 (10,000) | 170.57 (40,000) | **no** |" in text
