@@ -163,3 +163,39 @@ def test_a_larger_step_budget_continues_finished_runs_instead_of_skipping_them(t
     (run / "ablate-done.json").write_text(json.dumps({"seconds": 1.0}) + "\n")
     assert "ext-none-s0: finished, skipped" in ablate(6)
     assert "ext-none-s0: finished at 6 steps, continues to 8 (--resume)" in ablate(8)
+
+
+def test_fits_starts_a_run_only_if_it_would_end_before_the_deadline():
+    from ganzoo.commands.ablate import fits
+
+    assert fits(1000.0, None, [500.0])  # no deadline
+    assert fits(1000.0, 1001.0, [])  # nothing finished yet: nothing says it would not end in time
+    assert fits(1000.0, 1600.0, [500.0, 700.0]) and not fits(1000.0, 1599.0, [500.0, 700.0])  # mean 600 s
+
+
+def test_a_deadline_leaves_the_runs_that_would_not_end_in_time_to_the_next_call(tmp_path):
+    """``--deadline``: the first run starts; once it has ended, the next one would end after the deadline at its
+    pace, so it is not started, the call says so and exits 0 with a report of what finished; the same command
+    without the deadline then skips the finished run and trains the other."""
+    recipes = []
+    for name in ("dl-none", "dl-feat16"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(TINY.format(quickstart=REPO / "recipes" / "quickstart.yaml", name=name,
+                                    att="[]" if name == "dl-none" else "[16]", weights=WEIGHTS))
+        recipes.append(str(path))
+    env = {"GANZOO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1"}
+    common = [*recipes, "--seeds", "0", "--steps", "2", "--set", "eval.metrics=[]", "--out", str(tmp_path / "runs"),
+              "--device", "cpu"]
+    out = run_ganzoo("ablate", *common, "--deadline", "0.01", env=env, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert [line.split()[1] for line in out.stdout.splitlines() if line.startswith("start ")] == ["dl-none-s0:"]
+    assert "deadline: 1 run(s) not started" in out.stdout and "dl-feat16-s0; rerun the same command" in out.stdout
+    assert (tmp_path / "runs" / "dl-none-s0" / "ablate-done.json").is_file()
+    assert not (tmp_path / "runs" / "dl-feat16-s0").exists()
+    assert "| dl-none |" in (tmp_path / "runs" / "report.md").read_text()
+    again = run_ganzoo("ablate", *common, env=env, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "dl-none-s0: finished, skipped" in again.stdout
+    assert (tmp_path / "runs" / "dl-feat16-s0" / "ablate-done.json").is_file()
+    bad = run_ganzoo("ablate", *common, "--deadline", "0", env=env)
+    assert bad.returncode == 2 and "--deadline must be a positive number" in bad.stderr and "Traceback" not in bad.stderr

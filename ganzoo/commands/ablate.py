@@ -1,4 +1,4 @@
-"""ganzoo ablate RECIPE... [--seeds 0 1] [--steps N | --minutes M] [--device D [D ...]] [--jobs K]"""
+"""ganzoo ablate RECIPE... [--seeds 0 1] [--steps N | --minutes M] [--device D [D ...]] [--jobs K] [--deadline M]"""
 from __future__ import annotations
 
 import argparse
@@ -42,7 +42,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where runs train (default auto); several (--device cuda:0 cuda:1 ...) spread the runs "
                         "over them, --jobs at a time on each: a study on an 8-GPU host runs 8 runs at once, each "
                         "alone on its GPU")
+    p.add_argument("--deadline", type=float, default=None, metavar="MINUTES",
+                   help="a machine held for a limited time (a batch job's wall time, a lent GPU): start a run only if, "
+                        "at the mean duration of the runs this call has finished, it would end within MINUTES of the "
+                        "call's start (the first runs always start); the rest are left to the next call of the same "
+                        "command, which skips the finished runs")
     add_set_argument(p)
+
+
+def fits(now: float, deadline: float | None, took: list[float]) -> bool:
+    """Whether a run started at ``now`` should end before ``deadline`` (a time.time(); None: no deadline), judged
+    by the mean of ``took`` (seconds of the runs finished so far; none yet: it starts, as nothing says otherwise)."""
+    return deadline is None or not took or now + statistics.mean(took) <= deadline
 
 
 def _budget(args: argparse.Namespace) -> list[str]:
@@ -146,6 +157,9 @@ def _main(args: argparse.Namespace) -> int:
     for device in args.device:  # a device this machine lacks: one line now, not a failure per run later
         resolve_device(device)
     free = slots(args.device, args.jobs)
+    if args.deadline is not None and not (math.isfinite(args.deadline) and args.deadline > 0):
+        raise GanzooError(f"ablate: --deadline must be a positive number of minutes, got {args.deadline}")
+    deadline = None if args.deadline is None else time.time() + 60 * args.deadline
     jobs = plan(args)
     out = Path(args.out)
     report = Path(args.report) if args.report else out / "report.md"
@@ -159,8 +173,13 @@ def _main(args: argparse.Namespace) -> int:
     running: list[tuple[dict, subprocess.Popen, float, str]] = []
     took: list[float] = []  # seconds of each run this call finished
     places = len(free)
-    failed = []
+    failed, left = [], []
     while todo or running:
+        if todo and free and not fits(time.time(), deadline, took):
+            left, todo = todo, []  # none of them would end in time: they wait for the next call
+            print(f"deadline: {len(left)} run(s) not started, as at {statistics.mean(took):.0f} s a run they would end "
+                  f"after the {args.deadline:g} minutes: {', '.join(j['name'] for j in left)}; rerun the same "
+                  "command to continue", flush=True)
         while todo and free:
             job, device = todo.pop(0), free.pop(0)
             job["cmd"] += ["--device", device]
