@@ -100,6 +100,17 @@ def test_study_groups_run_in_order_into_one_folder_and_a_failed_group_stops_the_
     assert "missing.yaml" in log and "st-feat16" not in log
 
 
+
+def test_a_study_starts_no_run_that_would_end_after_the_window(tmp_path):
+    """STUDY_DEADLINE (on the device: the minutes left until WINDOW_MINUTES after stage1): the study passes it to
+    ganzoo ablate as --deadline, so that once a run has shown how long one takes, a run that would be cut by the
+    window's end is not started (it waits for the next window) and the study still ends well."""
+    recipes = tiny_recipes(tmp_path, ("st-none", []), ("st-feat16", [16]))
+    log, work = window(tmp_path, "w1", recipes, tmp_path / "kept", STUDY_DEVICES="cpu", STUDY_DEADLINE="0.01")
+    assert "(--deadline 0.01 minutes)" in log and "start st-feat16-s0" not in log, log
+    assert "deadline: 1 run(s) not started" in log and "st-feat16-s0; rerun the same command" in log
+    assert [p.parent.name for p in (work / "study").glob("*/ablate-done.json")] == ["st-none-s0"]
+
 def test_wait_never_outlasts_the_device_call(tmp_path):
     """`wait N` polls at most 570 s, so that with its packing it returns inside the device tool's 600-s call
     (a `wait 590` returned nothing at all on 2026-12-06); with the jobs finished it returns at once, with the

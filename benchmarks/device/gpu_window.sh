@@ -47,11 +47,14 @@
 #     docs/ablations/runs-60k/attn-* --out docs/ablations/attention-variants.md \
 #     --block-bench docs/benchmarks/runs/h100-2026-12-06-attnvar/attention.json --notes ...              (issue 20)
 #
-# Issue 20's "which attention block?" study alone, on one GPU (its budget is the study's to state): its 7 recipes
-# x 2 seeds x 10k steps, two runs at once so that one run's compilation overlaps another's training, ~45 minutes
-# of an H100, so two windows (finished runs kept by keep_study.sh, as above):
-#   JOBS=study STUDY_RECIPES="recipes/ablations/attention-variants/*.yaml" STUDY_SEEDS="0 1" STUDY_STEPS=10000 \
-#     STUDY_EVAL=5000 STUDY_JOBS=2 STUDY_DIR=docs/ablations/attention-variants/runs  (stage3, after PREWARM_SET)
+# Issue 20's "which attention block?" study alone, on one GPU (its budget is the study's to state; blocks that touch
+# training are judged over tens of thousands of steps and 2 seeds, not a short run): its 7 recipes x 2 seeds x 20k
+# steps, two runs at once so that one run's compilation overlaps another's training, ~80 minutes of an H100, so
+# three or four windows. Each window's study ablates with --deadline (see the job), so it starts no run the window
+# cannot finish; after it, keep_study.sh keeps the finished runs (as above) and the next window trains the rest:
+#   JOBS=study STUDY_RECIPES="recipes/ablations/attention-variants/*.yaml" STUDY_SEEDS="0 1" STUDY_STEPS=20000 \
+#     STUDY_EVAL=5000 STUDY_JOBS=2 STUDY_DIR=docs/ablations/attention-variants/runs SKIP_TESTS=1 STAGE_STEPEQ=0 \
+#     PREWARM_STEPS=0 WINDOW_MINUTES=27  (stage3; then `wait 540` calls until FINISHED)
 #   ganzoo report docs/ablations/attention-variants/runs/attn-* --baseline attn-none \
 #     --out docs/ablations/attention-variants.md --block-bench docs/benchmarks/runs/h100-2026-12-06-attnvar/attention.json
 #
@@ -427,6 +430,9 @@ PY
             # files after each under STUDY_DIR (default docs/ablations/runs-60k; keep_study.sh does it), and the
             # next window copies them in with their ablate-done.json, so ablate skips them. A run cut by the
             # window's end starts again, unless `stop` and ckpt_out brought its checkpoint back (see the header).
+            # So that no run is cut, each ablate call gets --deadline: the minutes left until WINDOW_MINUTES
+            # (default 25.5) after stage1 (STUDY_DEADLINE, minutes, overrides it; 0: none); a run that would end
+            # after it, at the pace of the runs finished so far, is left to the next window.
       out="$WORK/study"; mkdir -p "$out"; kept=0
       for d in "${STUDY_DIR:-docs/ablations/runs-60k}"/*/; do
         if [ -f "$d/ablate-done.json" ]; then cp -a "$d" "$out"/ && kept=$(( kept + 1 )); fi
@@ -441,8 +447,14 @@ PY
       echo "study: $kept finished runs kept from earlier windows; devices: $devices" | tee -a "$WORK/study_plan.txt"
       IFS=';' read -ra groups <<< "${STUDY_RECIPES:-${STUDY_GROUPS:-$STUDY_GROUPS_BOTH}}"; rc=0
       for group in "${groups[@]}"; do  # one after the other, into one folder (ablate skips what is done)
-        echo "study group: $(echo $group)" >> "$WORK/study.log"
-        python3 -m ganzoo ablate $group --seeds ${STUDY_SEEDS:-0 1 2 3} \
+        deadline=${STUDY_DEADLINE:-0}  # (no window start, as in the CPU tests: none)
+        if [ -z "${STUDY_DEADLINE:-}" ] && [ -f /root/window-start ]; then
+          deadline=$(python3 -c "import time, sys; print(round(max(0.1, (float(sys.argv[1]) + 60 * float(sys.argv[2]) \
+            - time.time()) / 60), 2))" "$(cat /root/window-start)" "${WINDOW_MINUTES:-25.5}")
+        fi
+        [ "$deadline" = 0 ] && deadline=""
+        echo "study group: $(echo $group)${deadline:+ (--deadline $deadline minutes)}" >> "$WORK/study.log"
+        python3 -m ganzoo ablate $group --seeds ${STUDY_SEEDS:-0 1 2 3} ${deadline:+--deadline $deadline} \
           --steps "${STUDY_STEPS:-60000}" --device $devices ${STUDY_JOBS:+--jobs $STUDY_JOBS} --out "$out" ${STUDY_SET-$SAGAN10_SET} \
           --set eval.every="${STUDY_EVAL:-10000}" --set train.sample_every="${STUDY_STEPS:-60000}" \
           --set train.checkpoint_every="${STUDY_EVAL:-10000}" --report "$out/report.md" >> "$WORK/study.log" 2>&1 \
