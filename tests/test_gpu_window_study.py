@@ -105,10 +105,13 @@ def test_a_study_starts_no_run_that_would_end_after_the_window(tmp_path):
     """STUDY_DEADLINE (on the device: the minutes left until WINDOW_MINUTES after stage1): the study passes it to
     ganzoo ablate as --deadline, so that once a run has shown how long one takes, a run that would be cut by the
     window's end is not started (it waits for the next window) and the study still ends well."""
-    recipes = tiny_recipes(tmp_path, ("st-none", []), ("st-feat16", [16]))
-    log, work = window(tmp_path, "w1", recipes, tmp_path / "kept", STUDY_DEVICES="cpu", STUDY_DEADLINE="0.01")
+    none, feat16, feat8 = tiny_recipes(tmp_path, ("st-none", []), ("st-feat16", [16]), ("st-feat8", [8]))
+    # two groups: the second would have no finished run to judge by, so it waits too
+    log, work = window(tmp_path, "w1", [], tmp_path / "kept", STUDY_DEVICES="cpu", STUDY_DEADLINE="0.01",
+                       STUDY_RECIPES="", STUDY_GROUPS=f"{none} {feat16} ; {feat8}")
     assert "(--deadline 0.01 minutes)" in log and "start st-feat16-s0" not in log, log
     assert "deadline: 1 run(s) not started" in log and "st-feat16-s0; rerun the same command" in log
+    assert "and the groups after it" in log and "st-feat8" not in log
     assert [p.parent.name for p in (work / "study").glob("*/ablate-done.json")] == ["st-none-s0"]
 
 def test_wait_never_outlasts_the_device_call(tmp_path):

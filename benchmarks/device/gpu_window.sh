@@ -454,11 +454,18 @@ PY
         fi
         [ "$deadline" = 0 ] && deadline=""
         echo "study group: $(echo $group)${deadline:+ (--deadline $deadline minutes)}" >> "$WORK/study.log"
+        lines=$(wc -l < "$WORK/study.log")
         python3 -m ganzoo ablate $group --seeds ${STUDY_SEEDS:-0 1 2 3} ${deadline:+--deadline $deadline} \
           --steps "${STUDY_STEPS:-60000}" --device $devices ${STUDY_JOBS:+--jobs $STUDY_JOBS} --out "$out" ${STUDY_SET-$SAGAN10_SET} \
           --set eval.every="${STUDY_EVAL:-10000}" --set train.sample_every="${STUDY_STEPS:-60000}" \
           --set train.checkpoint_every="${STUDY_EVAL:-10000}" --report "$out/report.md" >> "$WORK/study.log" 2>&1 \
           || { rc=$?; break; }
+        # runs of this group left by the deadline: the groups after it wait too (with no run of their own finished
+        # yet, their first runs would start and be cut)
+        if tail -n +$(( lines + 1 )) "$WORK/study.log" | grep -q '^deadline: '; then
+          echo "study: the deadline left runs of this group to the next window, and the groups after it" >> "$WORK/study.log"
+          break
+        fi
       done
       (exit $rc) ;;
     attnvar)  # issue 20: every registered attention block at 32x32/C256, 64x64/C128, 128x128/C64, batch 64,
