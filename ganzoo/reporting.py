@@ -424,12 +424,12 @@ RISE_TOLERANCE = 3.0  # FID: issue 16's "never rises more than 3 above its best 
 
 @dataclass
 class Rise:
-    """A run's FID after ``minutes`` of its clock (``time``: compilation and evaluations included, summed over
-    resumed sessions): at each evaluation after the mark, how far FID stands above the best evaluation at or
-    before it (0 while it keeps improving). A collapse shows as a large rise; a curve still falling as none."""
+    """A run's FID after a mark on its clock (:func:`fid_rise`'s ``minutes`` of ``time``: compilation and
+    evaluations included, summed over resumed sessions): at each evaluation after the mark, how far FID stands
+    above the best evaluation at or before it (0 while it keeps improving). A collapse shows as a large rise; a
+    curve still falling as none."""
 
     run: str
-    minutes: float
     after: list[tuple[int, float, float]]  # (step, FID, best FID at or before that step), after the mark
     best: tuple[int, float] | None  # the run's best evaluation (step, FID)
 
@@ -451,7 +451,7 @@ def fid_rise(run: Run, minutes: float, key: str = "eval/fid") -> Rise:
             best = (step, fid)
         if isinstance(time, (int, float)) and time / 60 > minutes:
             after.append((step, fid, best[1]))
-    return Rise(run.path.name, minutes, after, best)
+    return Rise(run.path.name, after, best)
 
 
 def rise_section(runs: list[Run], minutes: float, tolerance: float = RISE_TOLERANCE,

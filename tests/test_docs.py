@@ -75,14 +75,15 @@ def test_results_pages_are_regenerated_from_the_committed_runs(tmp_path, page, r
     from ganzoo.reporting import build_report
 
     dirs = [REPO / "docs" / r for r in runs]
+    quality = runs[0].startswith("quality/")
     committed = (REPO / "docs" / page).read_text()
     out = tmp_path / Path(page).name
     build_report(dirs, out, command=["ganzoo", "report", *map(str, dirs), "--out", str(out)],
                  title=title, notes=(REPO / "docs" / notes).read_text(), paper_table=paper_table,
-                 variant_from="folder" if runs[0].startswith("quality/") else "recipe",
+                 variant_from="folder" if quality else "recipe",
                  paired=page != "results.md",
                  # issue 16's no-collapse rule, judged run by run on both quality pages
-                 rise_after=10 if runs[0].startswith("quality/") else None)
+                 rise_after=10 if quality else None)
     fresh = out.read_text()
 
     def body(text: str) -> list[str]:

@@ -173,13 +173,13 @@ def _main(args: argparse.Namespace) -> int:
     running: list[tuple[dict, subprocess.Popen, float, str]] = []
     took: list[float] = []  # seconds of each run this call finished
     places = len(free)
-    failed, left = [], []
+    failed = []
     while todo or running:
-        if todo and free and not fits(time.time(), deadline, took):
-            left, todo = todo, []  # none of them would end in time: they wait for the next call
-            print(f"deadline: {len(left)} run(s) not started, as at {statistics.mean(took):.0f} s a run they would end "
-                  f"after the {args.deadline:g} minutes: {', '.join(j['name'] for j in left)}; rerun the same "
+        if todo and free and not fits(time.time(), deadline, took):  # none of them would end in time: next call
+            print(f"deadline: {len(todo)} run(s) not started, as at {statistics.mean(took):.0f} s a run they would end "
+                  f"after the {args.deadline:g} minutes: {', '.join(j['name'] for j in todo)}; rerun the same "
                   "command to continue", flush=True)
+            todo = []
         while todo and free:
             job, device = todo.pop(0), free.pop(0)
             job["cmd"] += ["--device", device]
