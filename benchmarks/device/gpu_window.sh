@@ -422,7 +422,8 @@ PY
       for seed in ${SEEDS:-0 1}; do standing_evals "$WORK/runs/$name-s$seed"; done ;;
     study)  # issues 19 and 20 in one study folder: STUDY_RECIPES (default the groups of $STUDY_GROUPS_BOTH) x STUDY_SEEDS (default 0 1 2 3) at
             # STUDY_STEPS G steps (default 60000), STUDY_JOBS runs at once on each GPU (default 1; 2 on one GPU
-            # overlaps one run's compilation, ~115 s cold for each attention block, with another's training),
+            # overlaps one run's compilation, ~115 s cold for each attention block, with another's training,
+            # and their kernels under MPS when its daemon starts),
             # the fastest settings, FID/KID with 10k EMA samples every STUDY_EVAL
             # steps (default 10000), one sample grid at the end (results.tar.gz is one file of at most 16 MiB),
             # spread over every GPU of the host (ganzoo ablate --device cuda:0 ... cuda:N-1:
@@ -444,7 +445,8 @@ PY
         elif [ ! -d "$out/$run" ]; then rebuild_run "$run" && echo "study: $run resumes from its carried checkpoint"; fi
       done | tee -a "$WORK/study_plan.txt"
       devices=${STUDY_DEVICES:-$(nvidia-smi -L | awk '{ printf "cuda:%d ", NR - 1 }')}  # (the CPU test: "cpu cpu")
-      echo "study: $kept finished runs kept from earlier windows; devices: $devices" | tee -a "$WORK/study_plan.txt"
+      mps=0; if [ "${STUDY_JOBS:-1}" -gt 1 ]; then start_mps; fi  # runs sharing a GPU overlap their kernels under MPS
+      echo "study: $kept finished runs kept from earlier windows; devices: $devices; mps $mps" | tee -a "$WORK/study_plan.txt"
       IFS=';' read -ra groups <<< "${STUDY_RECIPES:-${STUDY_GROUPS:-$STUDY_GROUPS_BOTH}}"; rc=0
       for group in "${groups[@]}"; do  # one after the other, into one folder (ablate skips what is done)
         deadline=${STUDY_DEADLINE:-0}  # (no window start, as in the CPU tests: none)
@@ -467,6 +469,7 @@ PY
           break
         fi
       done
+      if [ "$mps" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
       (exit $rc) ;;
     attnvar)  # issue 20: every registered attention block at 32x32/C256, 64x64/C128, 128x128/C64, batch 64,
               # fp32 and bf16, forward+backward (benchmarks/attention.py's variants table), alone on the GPU
