@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,21 @@ def test_a_study_run_cut_by_stop_resumes_in_the_next_window_from_its_carried_che
     run = work / "study" / "st-none-s0"
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if "loss/d" in line]
     assert steps[-2:] == [step + 1, step + 2] and (run / "ablate-done.json").is_file()
+
+
+@pytest.mark.parametrize("ago, end, margin, floor, expected", [
+    (120, 25.5, 0, 0.1, 23.5),   # the study's deadline: 23.5 minutes of a 25.5-minute window left
+    (120, 26, 1.2, 2.0, 22.8),   # the quality job's cap: a margin of 1.2 minutes
+    (1800, 25.5, 0, 0.1, 0.1),   # past the window's end: the floor
+])
+def test_minutes_left(tmp_path: Path, ago: int, end: float, margin: float, floor: float, expected: float) -> None:
+    """gpu_window.sh's minutes_left, which the study and quality jobs size their runs by: the minutes until END
+    minutes after stage1's /root/window-start, less MARGIN, at least FLOOR."""
+    body = re.search(r"^minutes_left\(\) \{.*?^\}", SCRIPT.read_text(), re.S | re.M).group(0)
+    start = tmp_path / "window-start"
+    start.write_text(f"{int(time.time()) - ago}\n")
+    script = body.replace("/root/window-start", str(start)) + f"\nminutes_left {end} {margin} {floor}\n"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) == pytest.approx(expected, abs=0.05)

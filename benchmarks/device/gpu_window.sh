@@ -121,6 +121,11 @@ standing_evals() {  # a run folder's best and last checkpoints, evaluated (10k s
   cat "$1.standing.jsonl"
 }
 
+minutes_left() {  # minutes from now until $1 minutes after stage1 (/root/window-start), less $2, and at least $3
+  python3 -c "import sys, time; start, end, margin, floor = map(float, sys.argv[1:])
+print(round(max(floor, (start + 60 * end - time.time()) / 60 - margin), 2))" "$(cat /root/window-start)" "$1" "$2" "$3"
+}
+
 start_mps() {  # MPS daemon for runs sharing the GPU (MPS=0: off); sets mps=1 only if a CUDA matmul works under it
   mps=0
   if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
@@ -383,7 +388,7 @@ PY
               # FID/KID with 10k EMA samples: every 10k steps (fast, graph; to QUALITY_STEPS, default 40000)
               # and every 4k (candidate, CAND_STEPS default 12000); beside them the augment GPU tests.
       mkdir -p "$WORK/quality"
-      left=$(python3 -c "import time; print(max(2.0, ($(cat /root/window-start) + 60 * ${QUALITY_END_MIN:-26} - time.time()) / 60 - 1.2))")
+      left=$(minutes_left "${QUALITY_END_MIN:-26}" 1.2 2.0)
       echo "quality: each run capped at $left minutes" | tee "$WORK/quality/budget.txt"
       fast="--set train.cuda_graph=true --set train.compile=true --set train.d_concat=true --set train.channels_last=true
             --set generator.fused_resample=true --set discriminator.fused_resample=true"
@@ -451,8 +456,7 @@ PY
       for group in "${groups[@]}"; do  # one after the other, into one folder (ablate skips what is done)
         deadline=${STUDY_DEADLINE:-0}  # (no window start, as in the CPU tests: none)
         if [ -z "${STUDY_DEADLINE:-}" ] && [ -f /root/window-start ]; then
-          deadline=$(python3 -c "import time, sys; print(round(max(0.1, (float(sys.argv[1]) + 60 * float(sys.argv[2]) \
-            - time.time()) / 60), 2))" "$(cat /root/window-start)" "${WINDOW_MINUTES:-25.5}")
+          deadline=$(minutes_left "${WINDOW_MINUTES:-25.5}" 0 0.1)
         fi
         [ "$deadline" = 0 ] && deadline=""
         echo "study group: $(echo $group)${deadline:+ (--deadline $deadline minutes)}" >> "$WORK/study.log"
