@@ -318,12 +318,17 @@ jobs)  # JOBS (default "bench stepeq ablate", in this order, one at a time on th
       timeout 150 python3 benchmarks/step_equivalence.py --recipes ${STEPEQ_RECIPES:-cifar imagenet128} \
         --out "$WORK/equivalence" ${STEPEQ_FAST:+--fast-set $STEPEQ_FAST} ${STEPEQ_SET:+--set $STEPEQ_SET} \
         > "$WORK/equivalence.log" 2>&1 ;;
-    concur)  # how many SAGAN-32 trainings share the GPU best: 1-4 processes of the ablation's heaviest variant
-      mkdir -p "$WORK/concur"
-      for n in 1 2 3 4; do
+    concur)  # how many SAGAN-32 trainings share the GPU best: 1 to CONCUR_MAX (default 4) processes of CONCUR_RECIPE
+             # (default the ablation's heaviest variant) with CONCUR_SET (default none; CONCUR_FAST=1 puts the fastest
+             # settings, as the study runs, before it), under MPS when its daemon starts (MPS=0: time-sliced), each capped at
+             # CONCUR_TIMEOUT seconds (default 120; a cold compile takes ~100 of them)
+      mkdir -p "$WORK/concur"; start_mps; echo "mps $mps" > "$WORK/concur/summary.txt"
+      concur_set="${CONCUR_SET:-}"; if [ "${CONCUR_FAST:-0}" = 1 ]; then concur_set="$SAGAN10_SET $concur_set"; fi
+      for n in $(seq "${CONCUR_MAX:-4}"); do
         for k in $(seq "$n"); do
-          timeout 120 python3 benchmarks/train_step.py --out "$WORK/concur/n$n-$k" --recipes recipes/ablations/feat32.yaml \
-            --variants recipe --set 'eval.metrics=[]' --no-flops --warmup 20 --iters 100000 --min-iters 200 \
+          timeout "${CONCUR_TIMEOUT:-120}" python3 benchmarks/train_step.py --out "$WORK/concur/n$n-$k" \
+            --recipes "${CONCUR_RECIPE:-recipes/ablations/feat32.yaml}" --variants recipe --set 'eval.metrics=[]' \
+            $concur_set --no-flops --warmup 20 --iters 100000 --min-iters 200 \
             --timed-seconds 20 > "$WORK/concur/n$n-$k.log" 2>&1 &
         done
         wait
@@ -346,6 +351,7 @@ for n in sorted(tot):
         best = n
 print(best)
 PY
+      if [ "$mps" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
       cat "$WORK/concur/summary.txt" "$WORK/concur/jobs.txt" ;;
     gputests)  # every test marked gpu, as stage3 runs them (for a window that runs them beside other jobs)
       gpu_tests 300 8 ;;
