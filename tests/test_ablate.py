@@ -199,3 +199,36 @@ def test_a_deadline_leaves_the_runs_that_would_not_end_in_time_to_the_next_call(
     assert (tmp_path / "runs" / "dl-feat16-s0" / "ablate-done.json").is_file()
     bad = run_ganzoo("ablate", *common, "--deadline", "0", env=env)
     assert bad.returncode == 2 and "--deadline must be a positive number" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_run_order_seeds_first_or_warm_chunks():
+    """--order seeds: every recipe at seed 0, then at seed 1; --order warm: as many recipes as run at once,
+    seed by seed, then the next as many (one place: recipe by recipe)."""
+    from ganzoo.commands.ablate import run_order
+
+    recipes, seeds = ["a", "b", "c"], [0, 1]
+    assert run_order(recipes, seeds, "seeds", 2) == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1), ("c", 1)]
+    assert run_order(recipes, seeds, "warm", 2) == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("c", 0), ("c", 1)]
+    assert run_order(recipes, seeds, "warm", 1) == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0), ("c", 1)]
+    assert run_order(recipes, seeds, "warm", 8) == run_order(recipes, seeds, "seeds", 8)
+
+
+def test_plan_follows_the_order_over_the_places(tmp_path):
+    """The jobs ablate starts, in --order warm over two places (--device cpu --jobs 2): the second seed of each
+    of the first two recipes before the third recipe."""
+    import argparse
+
+    from ganzoo.commands.ablate import add_arguments, plan, slots
+
+    recipes = []
+    for name in ("o-a", "o-b", "o-c"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(TINY.format(quickstart=REPO / "recipes" / "quickstart.yaml", name=name, att="[]", weights=WEIGHTS))
+        recipes.append(str(path))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([*recipes, "--seeds", "0", "1", "--steps", "2", "--out", str(tmp_path / "runs"),
+                              "--device", "cpu", "--jobs", "2", "--order", "warm"])
+    names = [j["name"] for j in plan(args, places=len(slots(args.device, args.jobs)))]
+    assert names == ["o-a-s0", "o-b-s0", "o-a-s1", "o-b-s1", "o-c-s0", "o-c-s1"]
+    assert parser.parse_args(recipes).order == "seeds"

@@ -201,3 +201,14 @@ def test_minutes_left(tmp_path: Path, ago: int, end: float, margin: float, floor
     out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout) == pytest.approx(expected, abs=0.05)
+
+
+def test_study_runs_start_in_the_warm_order(tmp_path: Path) -> None:
+    """The study passes ablate --order warm (STUDY_ORDER): with one place, a recipe's second seed comes right after
+    its first (on the device: the compile cache is warm for it), not after every recipe's first seed. A deadline
+    too short for more than the first run shows the order of the rest without training them."""
+    recipes = tiny_recipes(tmp_path, ("wo-none", []), ("wo-feat16", [16]))
+    log, _ = window(tmp_path, "w1", recipes, tmp_path / "kept", STUDY_DEVICES="cpu", STUDY_SEEDS="0 1",
+                    STUDY_DEADLINE="0.01")
+    assert "start wo-none-s0" in log and "deadline: 3 run(s) not started" in log, log
+    assert "wo-none-s1, wo-feat16-s0, wo-feat16-s1; rerun" in log, log

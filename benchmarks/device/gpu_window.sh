@@ -444,7 +444,9 @@ PY
             # window's end starts again, unless `stop` and ckpt_out brought its checkpoint back (see the header).
             # So that no run is cut, each ablate call gets --deadline: the minutes left until WINDOW_MINUTES
             # (default 25.5) after stage1 (STUDY_DEADLINE, minutes, overrides it; 0: none); a run that would end
-            # after it, at the pace of the runs finished so far, is left to the next window.
+            # after it, at the pace of the runs finished so far, is left to the next window. The runs start in
+            # ablate's --order warm (STUDY_ORDER): a recipe's later seeds follow its first in the same window and
+            # find Inductor's on-disk cache warm, where a machine's first compile of each block takes ~60-100 s more.
       out="$WORK/study"; mkdir -p "$out"; kept=0
       for d in "${STUDY_DIR:-docs/ablations/runs-60k}"/*/; do
         if [ -f "$d/ablate-done.json" ]; then cp -a "$d" "$out"/ && kept=$(( kept + 1 )); fi
@@ -467,7 +469,7 @@ PY
         [ "$deadline" = 0 ] && deadline=""
         echo "study group: $(echo $group)${deadline:+ (--deadline $deadline minutes)}" >> "$WORK/study.log"
         lines=$(wc -l < "$WORK/study.log")
-        python3 -m ganzoo ablate $group --seeds ${STUDY_SEEDS:-0 1 2 3} ${deadline:+--deadline $deadline} \
+        python3 -m ganzoo ablate $group --seeds ${STUDY_SEEDS:-0 1 2 3} ${deadline:+--deadline $deadline} --order "${STUDY_ORDER:-warm}" \
           --steps "${STUDY_STEPS:-60000}" --device $devices ${STUDY_JOBS:+--jobs $STUDY_JOBS} --out "$out" ${STUDY_SET-$SAGAN10_SET} \
           --set eval.every="${STUDY_EVAL:-10000}" --set train.sample_every="${STUDY_STEPS:-60000}" \
           --set train.checkpoint_every="${STUDY_EVAL:-10000}" --report "$out/report.md" >> "$WORK/study.log" 2>&1 \
