@@ -135,6 +135,10 @@ start_mps() {  # MPS daemon for runs sharing the GPU (MPS=0: off); sets mps=1 on
   fi
 }
 
+stop_mps() {  # the daemon start_mps started, if it did
+  if [ "$mps" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
+}
+
 pack() {  # small files only: metrics, recipes, commands, logs, last sample grids, reports
   local dest=${OUT:-/tmp}/results.tar.gz
   mkdir -p "$(dirname "$dest")"
@@ -351,7 +355,7 @@ for n in sorted(tot):
         best = n
 print(best)
 PY
-      if [ "$mps" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
+      stop_mps
       cat "$WORK/concur/summary.txt" "$WORK/concur/jobs.txt" ;;
     gputests)  # every test marked gpu, as stage3 runs them (for a window that runs them beside other jobs)
       gpu_tests 300 8 ;;
@@ -380,7 +384,7 @@ PY
         --out "$WORK/equivalence-compile" > "$WORK/equivalence-compile.log" 2>&1 &
       gpu_tests 400 4
       wait
-      if [ "$mps" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
+      stop_mps
       grep -h '"eval/fid"' "$WORK"/fidcheck/*/metrics.jsonl | head -20; tail -3 "$WORK/equivalence-compile.log" ;;
     quality)  # issue 16: why the fast run collapsed, and a candidate CIFAR recipe. All at once (the GPU is
               # shared: their speeds are not the 10-minute target's), each capped so that it ends (final
@@ -481,7 +485,7 @@ PY
           break
         fi
       done
-      if [ "$mps" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
+      stop_mps
       (exit $rc) ;;
     attnvar)  # issue 20: every registered attention block at 32x32/C256, 64x64/C128, 128x128/C64, batch 64,
               # fp32 and bf16, forward+backward (benchmarks/attention.py's variants table), alone on the GPU
@@ -550,7 +554,7 @@ PY
         --set train.checkpoint_every=$every --report "$WORK/ablate/cifar10.md" \
         --title "Where should attention go? SAGAN ablation on CIFAR-10" > "$WORK/ablate.log" 2>&1
       rc=$?  # the job's exit status is ganzoo ablate's, not the MPS shutdown's
-      if [ "$mps" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
+      stop_mps
       (exit $rc) ;;
     esac
     status=$?  # (before the date's command substitution, which resets $?: until 2026-12-06 every job logged exit 0)
