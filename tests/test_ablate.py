@@ -171,6 +171,10 @@ def test_fits_starts_a_run_only_if_it_would_end_before_the_deadline():
     assert fits(1000.0, None, [500.0])  # no deadline
     assert fits(1000.0, 1001.0, [])  # nothing finished yet: nothing says it would not end in time
     assert fits(1000.0, 1600.0, [500.0, 700.0]) and not fits(1000.0, 1599.0, [500.0, 700.0])  # mean 600 s
+    # --expect judges the first runs, before this call has finished one; then the runs' own mean takes over
+    assert fits(1000.0, 1300.0, [], expect=300.0) and not fits(1000.0, 1299.0, [], expect=300.0)
+    assert fits(1000.0, 1300.0, [200.0], expect=900.0) and not fits(1000.0, 1300.0, [400.0], expect=100.0)
+    assert fits(1000.0, None, [], expect=900.0)
 
 
 def test_a_deadline_leaves_the_runs_that_would_not_end_in_time_to_the_next_call(tmp_path):
@@ -199,6 +203,27 @@ def test_a_deadline_leaves_the_runs_that_would_not_end_in_time_to_the_next_call(
     assert (tmp_path / "runs" / "dl-feat16-s0" / "ablate-done.json").is_file()
     bad = run_ganzoo("ablate", *common, "--deadline", "0", env=env)
     assert bad.returncode == 2 and "--deadline must be a positive number" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_expect_keeps_even_the_first_runs_from_starting_when_they_would_not_end_in_time(tmp_path):
+    """``--deadline 0.5 --expect 2``: a run is expected to take 2 minutes, so none starts (a short window whose
+    first runs would be cut wastes it); the call says so, exits 0 and writes no run folder. --expect needs a
+    deadline."""
+    path = tmp_path / "ex-none.yaml"
+    path.write_text(TINY.format(quickstart=REPO / "recipes" / "quickstart.yaml", name="ex-none", att="[]",
+                                weights=WEIGHTS))
+    env = {"GANZOO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1"}
+    common = [str(path), "--seeds", "0", "1", "--steps", "2", "--set", "eval.metrics=[]",
+              "--out", str(tmp_path / "runs"), "--device", "cpu"]
+    out = run_ganzoo("ablate", *common, "--deadline", "0.5", "--expect", "2", env=env, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "deadline: 2 run(s) not started, as at 120 s a run (--expect)" in out.stdout
+    assert not any(line.startswith("start ") for line in out.stdout.splitlines())
+    assert not (tmp_path / "runs" / "ex-none-s0").exists()
+    for extra in (["--expect", "2"], ["--deadline", "1", "--expect", "0"]):
+        bad = run_ganzoo("ablate", *common, *extra, env=env)
+        assert bad.returncode == 2 and "--expect must be a positive number of minutes, with --deadline" in bad.stderr
+        assert "Traceback" not in bad.stderr
 
 
 def test_run_order_seeds_first_or_warm_chunks():

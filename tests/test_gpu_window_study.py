@@ -212,3 +212,13 @@ def test_study_runs_start_in_the_warm_order(tmp_path: Path) -> None:
                     STUDY_DEADLINE="0.01")
     assert "start wo-none-s0" in log and "deadline: 3 run(s) not started" in log, log
     assert "wo-none-s1, wo-feat16-s0, wo-feat16-s1; rerun" in log, log
+
+
+def test_study_expect_keeps_a_short_window_from_starting_runs_it_would_cut(tmp_path: Path) -> None:
+    """STUDY_EXPECT (minutes a run takes, as an earlier window measured it) reaches ablate as --expect: a window
+    with less time left than one run starts none (on the device its first runs would otherwise start and be cut)."""
+    recipes = tiny_recipes(tmp_path, ("ex-none", []), ("ex-feat16", [16]))
+    log, work = window(tmp_path, "w1", recipes, tmp_path / "kept", STUDY_DEVICES="cpu", STUDY_DEADLINE="0.5",
+                       STUDY_EXPECT="7.2")
+    assert "deadline: 2 run(s) not started, as at 432 s a run (--expect)" in log, log
+    assert "start ex-" not in log and not list((work / "study").glob("*/ablate-done.json"))

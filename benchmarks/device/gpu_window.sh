@@ -49,12 +49,15 @@
 #
 # Issue 20's "which attention block?" study alone, on one GPU (its budget is the study's to state; blocks that touch
 # training are judged over tens of thousands of steps and 2 seeds, not a short run): its 7 recipes x 2 seeds x 20k
-# steps, two runs at once so that one run's compilation overlaps another's training, ~80 minutes of an H100, so
-# three or four windows. Each window's study ablates with --deadline (see the job), so it starts no run the window
-# cannot finish; after it, keep_study.sh keeps the finished runs (as above) and the next window trains the rest:
+# steps. Alone on an H100 one run took 429 s, a cold compile's 77 s included (attn-efficient-s0, 2026-12-07), so
+# ~90 minutes of an H100 in all (less with the warm order's warm starts, and with two runs at once if `concur`
+# shows they pay), three or four windows. Each window's study ablates with --deadline (see the job), so it starts
+# no run the window cannot finish; after it, keep_study.sh keeps the finished runs (as above) and the next window
+# trains the rest (WINDOW_MINUTES: the budget left at stage1 less ~2.5 minutes; STUDY_JOBS=1 in a window under ~12
+# minutes, as two runs at once would not both end in it; STUDY_EXPECT: a run's minutes at STUDY_JOBS):
 #   JOBS=study STUDY_RECIPES="recipes/ablations/attention-variants/*.yaml" STUDY_SEEDS="0 1" STUDY_STEPS=20000 \
-#     STUDY_EVAL=5000 STUDY_JOBS=2 STUDY_DIR=docs/ablations/attention-variants/runs SKIP_TESTS=1 STAGE_STEPEQ=0 \
-#     PREWARM_STEPS=0 WINDOW_MINUTES=27  (stage3; then `wait 540` calls until FINISHED)
+#     STUDY_EVAL=5000 STUDY_JOBS=1 STUDY_EXPECT=7.2 STUDY_DIR=docs/ablations/attention-variants/runs SKIP_TESTS=1 \
+#     STAGE_STEPEQ=0 PREWARM_STEPS=0 WINDOW_MINUTES=27  (stage3; then `wait 540` calls until FINISHED)
 #   ganzoo report docs/ablations/attention-variants/runs/attn-* --baseline attn-none \
 #     --out docs/ablations/attention-variants.md --block-bench docs/benchmarks/runs/h100-2026-12-06-attnvar/attention.json
 #
@@ -448,7 +451,9 @@ PY
             # window's end starts again, unless `stop` and ckpt_out brought its checkpoint back (see the header).
             # So that no run is cut, each ablate call gets --deadline: the minutes left until WINDOW_MINUTES
             # (default 25.5) after stage1 (STUDY_DEADLINE, minutes, overrides it; 0: none); a run that would end
-            # after it, at the pace of the runs finished so far, is left to the next window. The runs start in
+            # after it, at the pace of the runs finished so far, is left to the next window; STUDY_EXPECT (minutes
+            # a run takes at STUDY_JOBS, as an earlier window measured it) judges the first runs too, so that a
+            # short window starts none it would cut (attn-efficient-s0: 7.2 minutes alone on an H100, cold). The runs start in
             # ablate's --order warm (STUDY_ORDER): a recipe's later seeds follow its first in the same window and
             # find Inductor's on-disk cache warm, where a machine's first compile of each block takes ~60-100 s more.
       out="$WORK/study"; mkdir -p "$out"; kept=0
@@ -473,7 +478,8 @@ PY
         [ "$deadline" = 0 ] && deadline=""
         echo "study group: $(echo $group)${deadline:+ (--deadline $deadline minutes)}" >> "$WORK/study.log"
         lines=$(wc -l < "$WORK/study.log")
-        python3 -m ganzoo ablate $group --seeds ${STUDY_SEEDS:-0 1 2 3} ${deadline:+--deadline $deadline} --order "${STUDY_ORDER:-warm}" \
+        python3 -m ganzoo ablate $group --seeds ${STUDY_SEEDS:-0 1 2 3} ${deadline:+--deadline $deadline} \
+          ${deadline:+${STUDY_EXPECT:+--expect $STUDY_EXPECT}} --order "${STUDY_ORDER:-warm}" \
           --steps "${STUDY_STEPS:-60000}" --device $devices ${STUDY_JOBS:+--jobs $STUDY_JOBS} --out "$out" ${STUDY_SET-$SAGAN10_SET} \
           --set eval.every="${STUDY_EVAL:-10000}" --set train.sample_every="${STUDY_STEPS:-60000}" \
           --set train.checkpoint_every="${STUDY_EVAL:-10000}" --report "$out/report.md" >> "$WORK/study.log" 2>&1 \

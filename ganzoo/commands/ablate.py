@@ -1,5 +1,5 @@
 """ganzoo ablate RECIPE... [--seeds 0 1] [--steps N | --minutes M] [--device D [D ...]] [--jobs K] [--deadline M]
-[--order seeds|warm]"""
+[--expect M] [--order seeds|warm]"""
 from __future__ import annotations
 
 import argparse
@@ -46,8 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deadline", type=float, default=None, metavar="MINUTES",
                    help="a machine held for a limited time (a batch job's wall time, a lent GPU): start a run only if, "
                         "at the mean duration of the runs this call has finished, it would end within MINUTES of the "
-                        "call's start (the first runs always start); the rest are left to the next call of the same "
-                        "command, which skips the finished runs")
+                        "call's start (the first runs start unless --expect says otherwise); the rest are left to the "
+                        "next call of the same command, which skips the finished runs")
+    p.add_argument("--expect", type=float, default=None, metavar="MINUTES",
+                   help="with --deadline: how long one run is expected to take (at this --jobs, e.g. as an earlier "
+                        "window measured it), so that the first runs too start only if they would end in time, "
+                        "before any run of this call has finished and its own mean takes over")
     p.add_argument("--order", choices=ORDERS, default="seeds",
                    help="the order runs start in. seeds (default): every recipe at the first seed, then every recipe "
                         "at the next, so a study cut short has every variant at its first seeds. warm: as many recipes "
@@ -67,10 +71,17 @@ def run_order(recipes: list[str], seeds: list[int], order: str, places: int) -> 
     return [(path, seed) for i in range(0, len(recipes), chunk) for seed in seeds for path in recipes[i:i + chunk]]
 
 
-def fits(now: float, deadline: float | None, took: list[float]) -> bool:
+def expected(took: list[float], expect: float | None) -> float | None:
+    """Seconds a run is expected to take: the mean of ``took`` (the runs this call finished), or before any,
+    ``expect`` (seconds, from ``--expect``); None when nothing says."""
+    return statistics.mean(took) if took else expect
+
+
+def fits(now: float, deadline: float | None, took: list[float], expect: float | None = None) -> bool:
     """Whether a run started at ``now`` should end before ``deadline`` (a time.time(); None: no deadline), judged
-    by the mean of ``took`` (seconds of the runs finished so far; none yet: it starts, as nothing says otherwise)."""
-    return deadline is None or not took or now + statistics.mean(took) <= deadline
+    by :func:`expected` (none: it starts, as nothing says otherwise)."""
+    seconds = expected(took, expect)
+    return deadline is None or seconds is None or now + seconds <= deadline
 
 
 def _budget(args: argparse.Namespace) -> list[str]:
@@ -175,6 +186,9 @@ def _main(args: argparse.Namespace) -> int:
     if args.deadline is not None and not (math.isfinite(args.deadline) and args.deadline > 0):
         raise GanzooError(f"ablate: --deadline must be a positive number of minutes, got {args.deadline}")
     deadline = None if args.deadline is None else time.time() + 60 * args.deadline
+    if args.expect is not None and not (math.isfinite(args.expect) and args.expect > 0 and deadline is not None):
+        raise GanzooError(f"ablate: --expect must be a positive number of minutes, with --deadline, got {args.expect}")
+    expect = None if args.expect is None else 60 * args.expect
     jobs = plan(args, places=len(free))
     out = Path(args.out)
     report = Path(args.report) if args.report else out / "report.md"
@@ -190,10 +204,11 @@ def _main(args: argparse.Namespace) -> int:
     places = len(free)
     failed = []
     while todo or running:
-        if todo and free and not fits(time.time(), deadline, took):  # none of them would end in time: next call
-            print(f"deadline: {len(todo)} run(s) not started, as at {statistics.mean(took):.0f} s a run they would end "
-                  f"after the {args.deadline:g} minutes: {', '.join(j['name'] for j in todo)}; rerun the same "
-                  "command to continue", flush=True)
+        if todo and free and not fits(time.time(), deadline, took, expect):  # none would end in time: next call
+            pace_from = "" if took else " (--expect)"
+            print(f"deadline: {len(todo)} run(s) not started, as at {expected(took, expect):.0f} s a run{pace_from} "
+                  f"they would end after the {args.deadline:g} minutes: {', '.join(j['name'] for j in todo)}; "
+                  "rerun the same command to continue", flush=True)
             todo = []
         while todo and free:
             job, device = todo.pop(0), free.pop(0)
