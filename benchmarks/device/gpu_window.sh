@@ -58,7 +58,8 @@
 #   JOBS=study STUDY_RECIPES="recipes/ablations/attention-variants/*.yaml" STUDY_SEEDS="0 1" STUDY_STEPS=20000 \
 #     STUDY_EVAL=5000 STUDY_JOBS=1 STUDY_EXPECT=7.2 STUDY_DIR=docs/ablations/attention-variants/runs SKIP_TESTS=1 \
 #     STAGE_STEPEQ=0 PREWARM_STEPS=0 WINDOW_MINUTES=27  (stage3; then `wait 540` calls until FINISHED)
-#   ganzoo report docs/ablations/attention-variants/runs/attn-* --baseline attn-none \
+#   ganzoo report docs/ablations/attention-variants/runs/attn-* --baseline attn-none --no-paper-table \
+#     --title "Which attention block? SAGAN on CIFAR-10" --notes docs/ablations/attention-variants/runs/NOTES.md \
 #     --out docs/ablations/attention-variants.md --block-bench docs/benchmarks/runs/h100-2026-12-06-attnvar/attention.json
 #
 # Call the next `run` at once: a machine idle for 30 s is given back with everything on it (this lost a
