@@ -183,13 +183,14 @@ def _main(args: argparse.Namespace) -> int:
     for device in args.device:  # a device this machine lacks: one line now, not a failure per run later
         resolve_device(device)
     free = slots(args.device, args.jobs)
+    places = len(free)  # runs at once (free shrinks as runs start)
     if args.deadline is not None and not (math.isfinite(args.deadline) and args.deadline > 0):
         raise GanzooError(f"ablate: --deadline must be a positive number of minutes, got {args.deadline}")
     deadline = None if args.deadline is None else time.time() + 60 * args.deadline
     if args.expect is not None and not (math.isfinite(args.expect) and args.expect > 0 and deadline is not None):
         raise GanzooError(f"ablate: --expect must be a positive number of minutes, with --deadline, got {args.expect}")
     expect = None if args.expect is None else 60 * args.expect
-    jobs = plan(args, places=len(free))
+    jobs = plan(args, places=places)
     out = Path(args.out)
     report = Path(args.report) if args.report else out / "report.md"
     check_output(report)  # before hours of training, not after
@@ -201,7 +202,6 @@ def _main(args: argparse.Namespace) -> int:
         print(f"{j['name']}: {said.get(j['state'], j['state'])}")
     running: list[tuple[dict, subprocess.Popen, float, str]] = []
     took: list[float] = []  # seconds of each run this call finished
-    places = len(free)
     failed = []
     while todo or running:
         if todo and free and not fits(time.time(), deadline, took, expect):  # none would end in time: next call
