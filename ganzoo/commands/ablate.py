@@ -177,6 +177,15 @@ def main(args: argparse.Namespace) -> int:
         raise GanzooError(f"ablate: {exc.filename or args.out}: {exc.strerror or exc}") from None
 
 
+def _seconds(flag: str, minutes: float | None) -> float | None:
+    """``minutes`` (a --deadline or --expect) in seconds, or None if not given; not a positive number: one line."""
+    if minutes is None:
+        return None
+    if not (math.isfinite(minutes) and minutes > 0):
+        raise GanzooError(f"ablate: {flag} must be a positive number of minutes, got {minutes}")
+    return 60 * minutes
+
+
 def _main(args: argparse.Namespace) -> int:
     from ..training.build import resolve_device
 
@@ -184,12 +193,11 @@ def _main(args: argparse.Namespace) -> int:
         resolve_device(device)
     free = slots(args.device, args.jobs)
     places = len(free)  # runs at once (free shrinks as runs start)
-    if args.deadline is not None and not (math.isfinite(args.deadline) and args.deadline > 0):
-        raise GanzooError(f"ablate: --deadline must be a positive number of minutes, got {args.deadline}")
-    deadline = None if args.deadline is None else time.time() + 60 * args.deadline
-    if args.expect is not None and not (math.isfinite(args.expect) and args.expect > 0 and deadline is not None):
-        raise GanzooError(f"ablate: --expect must be a positive number of minutes, with --deadline, got {args.expect}")
-    expect = None if args.expect is None else 60 * args.expect
+    if args.expect is not None and args.deadline is None:
+        raise GanzooError("ablate: --expect needs --deadline (it judges runs against the deadline)")
+    deadline = _seconds("--deadline", args.deadline)
+    deadline = None if deadline is None else time.time() + deadline
+    expect = _seconds("--expect", args.expect)
     jobs = plan(args, places=places)
     out = Path(args.out)
     report = Path(args.report) if args.report else out / "report.md"
