@@ -198,3 +198,32 @@ def test_wait_streams_the_newest_checkpoint_and_keep_parts_keeps_the_newest_comp
     out = sh(KEEP, "long-s0", w1, w2, w3, w4, cwd=home)
     assert "step-00000004.pt" in out.stdout and "part-03 of its 7 parts is missing" in out.stderr
     assert {p.name.split(".part-")[0] for p in kept.rglob("*.part-*")} == {"long-s0.step-00000004.pt"}
+
+
+def test_assets_unpack_from_the_three_parts_once_and_a_warm_machine_keeps_them(tmp_path):
+    """stage3's first step (``assets``): the data and weights from the parts stage1-3 carried, unpacked into the
+    assets folder with no part left; on a machine that has them (a warm machine's second stage3) no part is needed;
+    parts that do not make the whole tar fail the call."""
+    src = tmp_path / "src"
+    src.mkdir()
+    payload = {"cifar10-jpeg.tar.gz": os.urandom(70_000), "fid-inception-2015-12-05.pth": os.urandom(50_000)}
+    for name, data in payload.items():
+        (src / name).write_bytes(data)
+    subprocess.run(["tar", "cf", str(tmp_path / "all.tar"), *payload], cwd=src, check=True)
+    subprocess.run(["split", "-n", "3", "-d", str(tmp_path / "all.tar"), str(tmp_path / "part-")], check=True)
+    checkout, root = tmp_path / "checkout", tmp_path / "device" / "assets"
+    root.mkdir(parents=True)
+    for i in range(3):
+        (checkout / ".devcache" / f"p{i + 1}").mkdir(parents=True)
+        shutil.copy(tmp_path / f"part-0{i}", checkout / ".devcache" / f"p{i + 1}")
+    env = {"GPU_WINDOW_WORK": str(tmp_path / "device" / "work"), "GPU_WINDOW_ROOT": str(root)}
+    broken = sh(SCRIPT, "assets", cwd=checkout, env=env, check=False)  # stage1 and stage2 have not run: one part
+    assert broken.returncode != 0 and not (root / "fid-inception-2015-12-05.pth").exists()
+    for i in range(2):  # what stage1 and stage2 copy
+        shutil.copy(tmp_path / f"part-0{i}", root)
+    sh(SCRIPT, "assets", cwd=checkout, env=env)
+    assert {p.name: p.read_bytes() for p in root.iterdir()} == payload  # no part left beside them
+    shutil.rmtree(checkout / ".devcache")  # a second stage3 on the warm machine carries no part
+    again = sh(SCRIPT, "assets", cwd=checkout, env=env)
+    assert "in " + str(root) + " already" in again.stdout
+    assert {p.name: p.read_bytes() for p in root.iterdir()} == payload

@@ -62,6 +62,12 @@
 #     --title "Which attention block? SAGAN on CIFAR-10" --notes docs/ablations/attention-variants/runs/NOTES.md \
 #     --out docs/ablations/attention-variants.md --block-bench docs/benchmarks/runs/h100-2026-12-06-attnvar/attention.json
 #
+# A window with time left after FINISHED (a study whose deadline left runs, say): call stage3 again at once, with
+# STUDY_DEADLINE=<minutes> (the budget left less ~1) in place of WINDOW_MINUTES, which counts from stage1. The
+# machine has the assets unpacked already, so stage1 and stage2 need not run again, and the study's folder keeps
+# the runs this window finished; carry [.whl] is enough. (On 2026-12-07 a second stage3 failed on its missing parts
+# until stage1 and stage2 had run again, 20 s of budget; it then trained one more run, attn-global_context-s1.)
+#
 # Call the next `run` at once: a machine idle for 30 s is given back with everything on it (this lost a
 # whole window on 2026-11-24, and the last seconds of a 10-minute run on 2026-12-06). A machine also goes
 # back after 30 minutes held. Make the stage1 call alone first and the others only once it has answered:
@@ -123,6 +129,19 @@ standing_evals() {  # a run folder's best and last checkpoints, evaluated (10k s
     done
   done
   cat "$1.standing.jsonl"
+}
+
+ASSETS=(cifar10-jpeg.tar.gz fid-inception-2015-12-05.pth)  # what the three parts of stage1-3 unpack to
+unpack_assets() {  # the data and weights in $ROOT from stage1-3's parts; a machine that has both keeps them
+  local have=1 f
+  for f in "${ASSETS[@]}"; do [ -s "$ROOT/$f" ] || have=0; done
+  if [ "$have" = 1 ]; then  # a warm machine's second stage3 (stage1-2 need not run again): no parts needed
+    rm -f "$ROOT"/part-*; echo "assets: ${ASSETS[*]} are in $ROOT already (a warm machine): kept"; return 0
+  fi
+  cp .devcache/p3/* "$ROOT"/ && (cd "$ROOT" && cat part-* | tar x && rm part-*) || return 1
+  for f in "${ASSETS[@]}"; do
+    [ -s "$ROOT/$f" ] || { echo "assets: $f is not in the parts (stage1, stage2 and stage3 each carry one)" >&2; return 1; }
+  done
 }
 
 minutes_left() {  # minutes from now until $1 minutes after stage1 (/root/window-start), less $2, and at least $3
@@ -261,8 +280,9 @@ stage1) date +%s > /root/window-start  # the ablation's budget counts from here
   mkdir -p "$ROOT" && cp .devcache/p1/* "$ROOT"/ && ls -la "$ROOT"
   nvidia-smi -L; command -v nvidia-cuda-mps-control || echo "no nvidia-cuda-mps-control" ;;
 stage2) cp .devcache/p2/* "$ROOT"/ && ls -la "$ROOT" ;;
+assets) unpack_assets ;;  # stage3's first step alone
 stage3)
-  cp .devcache/p3/* "$ROOT"/ && (cd "$ROOT" && cat part-* | tar x && rm part-*) || exit 1
+  unpack_assets || exit 1
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   ls .whl/ganzoo_example_plugin-*.whl > /dev/null 2>&1 \
     || echo "stage3: no example-plugin wheel in .whl: its blocks are not registered here (see the header)"
