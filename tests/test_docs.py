@@ -67,11 +67,18 @@ def test_recipe_reference_is_up_to_date():
     ("quality/collapse.md", [f"quality/runs/{r}" for r in ("fast-s0", "graph-s0", "cand-s0", "cand-s1", "sagan10-s0")],
      "quality/runs/NOTES.md", "Why SAGAN collapsed on CIFAR-10, and the recipe that replaced it", False,
      "| 40000 | 202.59 | 32.02 |"),
+    # "which attention block?" (issue 20): every finished run of the study, each block's speed beside its FID
+    ("ablations/attention-variants.md",
+     sorted(f"ablations/attention-variants-runs/{p.name}"
+            for p in (REPO / "docs" / "ablations" / "attention-variants-runs").glob("attn-*")),
+     "ablations/attention-variants-runs/NOTES.md", "Which attention block? SAGAN on CIFAR-10", False,
+     "| attn-global_context | `global_context` | 14.39 ± 0.49 | 1.36 ms / 0.41 GiB |"),
 ])
 def test_results_pages_are_regenerated_from_the_committed_runs(tmp_path, page, runs, notes, title, paper_table, needle):
-    """docs/results.md, docs/quality/collapse.md and docs/ablations/cifar10.md are `ganzoo report` output over the run folders kept
-    in docs/: regenerating them from those files gives the same text (up to the output path in links and
-    the command line)."""
+    """docs/results.md, docs/quality/collapse.md, docs/ablations/cifar10.md and attention-variants.md are
+    `ganzoo report` output over the run folders kept in docs/: regenerating them from those files gives the same
+    text (up to the output path in links and the command line). The attention-variants page takes every finished
+    run of its study, so a window's runs committed without the page regenerated fail here."""
     from ganzoo.reporting import build_report
 
     dirs = [REPO / "docs" / r for r in runs]
@@ -83,7 +90,9 @@ def test_results_pages_are_regenerated_from_the_committed_runs(tmp_path, page, r
                  variant_from="folder" if quality else "recipe",
                  paired=page != "results.md",
                  # issue 16's no-collapse rule, judged run by run on both quality pages
-                 rise_after=10 if quality else None)
+                 rise_after=10 if quality else None,
+                 block_bench=REPO / "docs" / "benchmarks" / "runs" / "h100-2026-12-06-attnvar" / "attention.json"
+                 if "attention-variants" in page else None)
     fresh = out.read_text()
 
     def body(text: str) -> list[str]:

@@ -56,10 +56,12 @@
 # trains the rest (WINDOW_MINUTES: the budget left at stage1 less ~2.5 minutes; STUDY_JOBS=1 in a window under ~12
 # minutes, as two runs at once would not both end in it; STUDY_EXPECT: a run's minutes at STUDY_JOBS):
 #   JOBS=study STUDY_RECIPES="recipes/ablations/attention-variants/*.yaml" STUDY_SEEDS="0 1" STUDY_STEPS=20000 \
-#     STUDY_EVAL=5000 STUDY_JOBS=1 STUDY_EXPECT=7.2 STUDY_DIR=docs/ablations/attention-variants/runs SKIP_TESTS=1 \
+#     STUDY_EVAL=5000 STUDY_JOBS=1 STUDY_EXPECT=7.2 STUDY_DIR=docs/ablations/attention-variants-runs SKIP_TESTS=1 \
 #     STAGE_STEPEQ=0 PREWARM_STEPS=0 WINDOW_MINUTES=27  (stage3; then `wait 540` calls until FINISHED)
-#   ganzoo report docs/ablations/attention-variants/runs/attn-* --baseline attn-none --no-paper-table \
-#     --title "Which attention block? SAGAN on CIFAR-10" --notes docs/ablations/attention-variants/runs/NOTES.md \
+#   (then, after every window, the report of the runs finished so far; its paired differences are against
+#   attn-none, the variant named `none`, once that has runs)
+#   ganzoo report docs/ablations/attention-variants-runs/attn-* --no-paper-table \
+#     --title "Which attention block? SAGAN on CIFAR-10" --notes docs/ablations/attention-variants-runs/NOTES.md \
 #     --out docs/ablations/attention-variants.md --block-bench docs/benchmarks/runs/h100-2026-12-06-attnvar/attention.json
 #
 # A window with time left after FINISHED (a study whose deadline left runs, say): call stage3 again at once, with
