@@ -134,16 +134,20 @@ standing_evals() {  # a run folder's best and last checkpoints, evaluated (10k s
 }
 
 ASSETS=(cifar10-jpeg.tar.gz fid-inception-2015-12-05.pth)  # what the three parts of stage1-3 unpack to
+missing_assets() {  # the names of $ASSETS not (or empty) in $ROOT, one a line; nothing when all are there
+  local f
+  for f in "${ASSETS[@]}"; do [ -s "$ROOT/$f" ] || echo "$f"; done
+}
 unpack_assets() {  # the data and weights in $ROOT from stage1-3's parts; a machine that has both keeps them
-  local have=1 f
-  for f in "${ASSETS[@]}"; do [ -s "$ROOT/$f" ] || have=0; done
-  if [ "$have" = 1 ]; then  # a warm machine's second stage3 (stage1-2 need not run again): no parts needed
+  local missing
+  if [ -z "$(missing_assets)" ]; then  # a warm machine's second stage3 (stage1-2 need not run again): no parts needed
     rm -f "$ROOT"/part-*; echo "assets: ${ASSETS[*]} are in $ROOT already (a warm machine): kept"; return 0
   fi
   cp .devcache/p3/* "$ROOT"/ && (cd "$ROOT" && cat part-* | tar x && rm part-*) || return 1
-  for f in "${ASSETS[@]}"; do
-    [ -s "$ROOT/$f" ] || { echo "assets: $f is not in the parts (stage1, stage2 and stage3 each carry one)" >&2; return 1; }
-  done
+  missing=$(missing_assets)
+  if [ -n "$missing" ]; then
+    echo "assets: $(echo $missing) not in the parts (stage1, stage2 and stage3 each carry one)" >&2; return 1
+  fi
 }
 
 minutes_left() {  # minutes from now until $1 minutes after stage1 (/root/window-start), less $2, and at least $3
@@ -476,8 +480,8 @@ PY
             # (default 25.5) after stage1 (STUDY_DEADLINE, minutes, overrides it; 0: none); a run that would end
             # after it, at the pace of the runs finished so far, is left to the next window; STUDY_EXPECT (minutes
             # a run takes at STUDY_JOBS, as an earlier window measured it) judges the first runs too, so that a
-            # short window starts none it would cut (attn-efficient-s0: 7.2 minutes alone on an H100, cold). The runs start in
-            # ablate's --order warm (STUDY_ORDER): a recipe's later seeds follow its first in the same window and
+            # short window starts none it would cut (attn-efficient-s0: 7.2 minutes alone on an H100, cold). The
+            # runs start in ablate's --order warm (STUDY_ORDER): a recipe's later seeds follow its first in the same window and
             # find Inductor's on-disk cache warm, where a machine's first compile of each block takes ~60-100 s more.
       out="$WORK/study"; mkdir -p "$out"; kept=0
       for d in "${STUDY_DIR:-docs/ablations/runs-60k}"/*/; do
