@@ -195,8 +195,8 @@ def _main(args: argparse.Namespace) -> int:
     places = len(free)  # runs at once (free shrinks as runs start)
     if args.expect is not None and args.deadline is None:
         raise GanzooError("ablate: --expect needs --deadline (it judges runs against the deadline)")
-    deadline = _seconds("--deadline", args.deadline)
-    deadline = None if deadline is None else time.time() + deadline
+    window = _seconds("--deadline", args.deadline)
+    deadline = None if window is None else time.time() + window
     expect = _seconds("--expect", args.expect)
     jobs = plan(args, places=places)
     out = Path(args.out)
