@@ -222,3 +222,20 @@ def test_study_expect_keeps_a_short_window_from_starting_runs_it_would_cut(tmp_p
                        STUDY_EXPECT="7.2")
     assert "deadline: 2 run(s) not started, as at 432 s a run (--expect)" in log, log
     assert "start ex-" not in log and not list((work / "study").glob("*/ablate-done.json"))
+
+
+def test_concur_without_a_timed_count_picks_no_jobs(tmp_path: Path) -> None:
+    """The `concur` job when its processes time out (as a cold compile outlasting CONCUR_TIMEOUT did for one
+    process on 2026-12-07): each count says how many of its processes were timed, and no --jobs is picked, so
+    the ablate job keeps its own default instead of comparing against a total of 0."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1", "MPS": "0",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GPU_WINDOW_WORK": str(tmp_path / "work"), "OUT": str(tmp_path / "work" / "out"),
+           "JOBS": "concur", "CONCUR_MAX": "2", "CONCUR_TIMEOUT": "1"}
+    jobs = subprocess.run(["bash", str(SCRIPT), "jobs"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert jobs.returncode == 0 and "concur exit 0" in jobs.stdout, jobs.stdout + jobs.stderr
+    summary = (tmp_path / "work" / "concur" / "summary.txt").read_text()
+    assert "processes 1: 0 of 1 timed" in summary and "processes 2: 0 of 2 timed" in summary, summary
+    assert "together" not in summary
+    assert not (tmp_path / "work" / "concur" / "jobs.txt").exists()
+    assert "no --jobs picked" in jobs.stdout

@@ -50,13 +50,18 @@
 # Issue 20's "which attention block?" study alone, on one GPU (its budget is the study's to state; blocks that touch
 # training are judged over tens of thousands of steps and 2 seeds, not a short run): its 7 recipes x 2 seeds x 20k
 # steps. Alone on an H100 one run took 429 s, a cold compile's 77 s included (attn-efficient-s0, 2026-12-07), so
-# ~90 minutes of an H100 in all (less with the warm order's warm starts, and with two runs at once if `concur`
-# shows they pay), three or four windows. Each window's study ablates with --deadline (see the job), so it starts
-# no run the window cannot finish; after it, keep_study.sh keeps the finished runs (as above) and the next window
-# trains the rest (WINDOW_MINUTES: the budget left at stage1 less ~2.5 minutes; STUDY_JOBS=1 in a window under ~12
-# minutes, as two runs at once would not both end in it; STUDY_EXPECT: a run's minutes at STUDY_JOBS):
+# ~90 minutes of an H100 in all (less with the warm order's warm starts, and with two runs at once), three or four
+# windows. Two at once pay: the `concur` job (2026-12-07, one H100, under MPS, this study's sagan recipe with the
+# fastest settings) timed 12,791 real img/s for one process and 8,901 + 8,899 = 17,800 for two, 1.39x in all
+# (docs/benchmarks/runs/h100-2026-12-07-concur/). So STUDY_JOBS=2 in a window of ~13 minutes or more, with
+# STUDY_EXPECT=10.5 (estimated from those rates, not yet timed over a whole run: 20k steps x 200 real images at
+# 8,900 img/s is 450 s, plus evaluations and a cold compile, both slower when shared); STUDY_JOBS=1 (STUDY_EXPECT=7.2)
+# in a shorter one, as two runs at once would not both end in it. Each window's study ablates with --deadline (see
+# the job), so it starts no run the window cannot finish; after it, keep_study.sh keeps the finished runs (as
+# above) and the next window trains the rest (WINDOW_MINUTES: the budget left at stage1 less ~2.5 minutes;
+# STUDY_EXPECT: a run's minutes at STUDY_JOBS):
 #   JOBS=study STUDY_RECIPES="recipes/ablations/attention-variants/*.yaml" STUDY_SEEDS="0 1" STUDY_STEPS=20000 \
-#     STUDY_EVAL=5000 STUDY_JOBS=1 STUDY_EXPECT=7.2 STUDY_DIR=docs/ablations/attention-variants-runs SKIP_TESTS=1 \
+#     STUDY_EVAL=5000 STUDY_JOBS=2 STUDY_EXPECT=10.5 STUDY_DIR=docs/ablations/attention-variants-runs SKIP_TESTS=1 \
 #     STAGE_STEPEQ=0 PREWARM_STEPS=0 WINDOW_MINUTES=27  (stage3; then `wait 540` calls until FINISHED)
 #   (then, after every window, the report of the runs finished so far; its paired differences are against
 #   attn-none, the variant named `none`, once that has runs)
@@ -355,12 +360,13 @@ jobs)  # JOBS (default "bench stepeq ablate", in this order, one at a time on th
     concur)  # how many SAGAN-32 trainings share the GPU best: 1 to CONCUR_MAX (default 4) processes of CONCUR_RECIPE
              # (default the ablation's heaviest variant) with CONCUR_SET (default none; CONCUR_FAST=1 puts the fastest
              # settings, as the study runs, before it), under MPS when its daemon starts (MPS=0: time-sliced), each capped at
-             # CONCUR_TIMEOUT seconds (default 120; a cold compile takes ~100 of them)
+             # CONCUR_TIMEOUT seconds (default 180: a cold compile took more than 110 on 2026-12-07, so the first
+             # process count, which compiles cold, timed nothing then; a count without a result says so)
       mkdir -p "$WORK/concur"; start_mps; echo "mps $mps" > "$WORK/concur/summary.txt"
       concur_set="${CONCUR_SET:-}"; if [ "${CONCUR_FAST:-0}" = 1 ]; then concur_set="$SAGAN10_SET $concur_set"; fi
       for n in $(seq "${CONCUR_MAX:-4}"); do
         for k in $(seq "$n"); do
-          timeout "${CONCUR_TIMEOUT:-120}" python3 benchmarks/train_step.py --out "$WORK/concur/n$n-$k" \
+          timeout "${CONCUR_TIMEOUT:-180}" python3 benchmarks/train_step.py --out "$WORK/concur/n$n-$k" \
             --recipes "${CONCUR_RECIPE:-recipes/ablations/feat32.yaml}" --variants recipe --set 'eval.metrics=[]' \
             $concur_set --no-flops --warmup 20 --iters 100000 --min-iters 200 \
             --timed-seconds 20 > "$WORK/concur/n$n-$k.log" 2>&1 &
@@ -370,15 +376,20 @@ jobs)  # JOBS (default "bench stepeq ablate", in this order, one at a time on th
 import json, sys
 from pathlib import Path
 root, n = Path(sys.argv[1]), int(sys.argv[2])
-rates = [json.loads(l)["img_per_s"] for k in range(1, n + 1)
-         for l in (root / f"n{n}-{k}" / "rows.jsonl").read_text().splitlines() if '"ok"' in l]
-print(f"processes {n}: img/s each {' '.join(f'{r:.0f}' for r in rates)}; together {sum(rates):.0f}")
+rows = [root / f"n{n}-{k}" / "rows.jsonl" for k in range(1, n + 1)]  # absent: killed before the benchmark began
+rates = [json.loads(l)["img_per_s"] for f in rows if f.exists() for l in f.read_text().splitlines() if '"ok"' in l]
+if len(rates) < n:  # a process timed out (a cold compile) or failed: no total, which the pick below skips
+    print(f"processes {n}: {len(rates)} of {n} timed (see {root}/n{n}-*.log; CONCUR_TIMEOUT too short?)")
+else:
+    print(f"processes {n}: img/s each {' '.join(f'{r:.0f}' for r in rates)}; together {sum(rates):.0f}")
 PY
       done
       # the ablation's --jobs: the most processes that still add 15% or more in total throughput
-      python3 - "$WORK/concur/summary.txt" > "$WORK/concur/jobs.txt" <<'PY'
+      python3 - "$WORK/concur/summary.txt" > "$WORK/concur/jobs.txt" <<'PY' || rm -f "$WORK/concur/jobs.txt"
 import re, sys
 tot = {int(m[1]): float(m[2]) for m in re.finditer(r"processes (\d+):.*together (\d+)", open(sys.argv[1]).read())}
+if 1 not in tot:  # nothing to compare with: no pick, and the ablate job keeps its default
+    sys.exit("concur: one process was not timed, so no --jobs is picked")
 best = 1
 for n in sorted(tot):
     if n > 1 and tot[n] >= 1.15 * tot[best]:
@@ -386,7 +397,7 @@ for n in sorted(tot):
 print(best)
 PY
       stop_mps
-      cat "$WORK/concur/summary.txt" "$WORK/concur/jobs.txt" ;;
+      cat "$WORK/concur/summary.txt"; cat "$WORK/concur/jobs.txt" 2>/dev/null || echo "no --jobs picked" ;;
     gputests)  # every test marked gpu, as stage3 runs them (for a window that runs them beside other jobs)
       gpu_tests 300 8 ;;
     fidcheck)  # issue 8: does the fast step train like the plain one? recipes/ablations/feat16.yaml (= sagan.yaml)
