@@ -22,14 +22,19 @@ SCRIPT = REPO / "benchmarks" / "device" / "gpu_window.sh"
 KEEP = REPO / "benchmarks" / "device" / "keep_study.sh"
 
 
+def jobs_env(tmp_path: Path, work: str, **extra: str) -> dict[str, str]:
+    """The environment of the `jobs` phase on a fresh 'machine' ``tmp_path/work`` (``extra``: the jobs and more)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # python3: this interpreter
+            "GPU_WINDOW_WORK": str(tmp_path / work), "OUT": str(tmp_path / work / "out"), **extra}
+
+
 def study_env(tmp_path: Path, work: str, recipes: list[Path], kept: Path, **extra: str) -> dict[str, str]:
     """The environment of the `jobs` phase with JOBS=study on a fresh 'machine' ``tmp_path/work`` (``extra``: more)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # python3: this interpreter
-           "GANZOO_CACHE": str(tmp_path / "cache"), "GPU_WINDOW_WORK": str(tmp_path / work),
-           "GPU_WINDOW_ROOT": str(tmp_path / work / "assets"), "OUT": str(tmp_path / work / "out"),
-           "JOBS": "study", "STUDY_DEVICES": "cpu cpu", "STUDY_SEEDS": "0", "STUDY_STEPS": "2", "STUDY_EVAL": "2",
-           "STUDY_SET": "", "STUDY_RECIPES": " ".join(map(str, recipes)), "STUDY_DIR": str(kept), **extra}
+    env = jobs_env(tmp_path, work, **{
+        "GANZOO_CACHE": str(tmp_path / "cache"), "GPU_WINDOW_ROOT": str(tmp_path / work / "assets"),
+        "JOBS": "study", "STUDY_DEVICES": "cpu cpu", "STUDY_SEEDS": "0", "STUDY_STEPS": "2", "STUDY_EVAL": "2",
+        "STUDY_SET": "", "STUDY_RECIPES": " ".join(map(str, recipes)), "STUDY_DIR": str(kept), **extra})
     env.pop("GANZOO_INCEPTION_WEIGHTS", None)
     return env
 
@@ -228,10 +233,7 @@ def test_concur_without_a_timed_count_picks_no_jobs(tmp_path: Path) -> None:
     """The `concur` job when its processes time out (as a cold compile outlasting CONCUR_TIMEOUT did for one
     process on 2026-12-07): each count says how many of its processes were timed, and no --jobs is picked, so
     the ablate job keeps its own default instead of comparing against a total of 0."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GANZOO_DISABLE_PLUGINS": "1", "MPS": "0",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GPU_WINDOW_WORK": str(tmp_path / "work"), "OUT": str(tmp_path / "work" / "out"),
-           "JOBS": "concur", "CONCUR_MAX": "2", "CONCUR_TIMEOUT": "1"}
+    env = jobs_env(tmp_path, "work", JOBS="concur", MPS="0", CONCUR_MAX="2", CONCUR_TIMEOUT="1")
     jobs = subprocess.run(["bash", str(SCRIPT), "jobs"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert jobs.returncode == 0 and "concur exit 0" in jobs.stdout, jobs.stdout + jobs.stderr
     summary = (tmp_path / "work" / "concur" / "summary.txt").read_text()
