@@ -14,6 +14,11 @@ averages, then penalises, as the authors' code does. The averages are zero-debia
 code: a moving average started at 0 divided by 1 - decay^t), so the penalty applies from the first
 step; their BigGAN code instead skips it for 1000 iterations.
 
+The defaults pair values from the authors' two code bases, which no official run used together: the
+decay 0.99 is their StyleGAN2 code's (``stylegan2/lecam_loss.py``), the weight 0.3 their BigGAN CIFAR
+scripts' (``--LC 0.3``), whose averages decay by 0.9 (``third_party/utils.py``'s ``ema_losses``, at
+commit db6debc). ``decay: 0.9`` gives those runs' averages (about 10 D steps instead of about 100).
+
 It uses the logits D's loss was computed from (``uses_logits``: no extra forward of D), keeps its
 averages in buffers (``stateful``: saved in checkpoints, restored on resume) and updates them in place
 on the device without reading anything back (``graph_safe``: it runs under ``train.cuda_graph``).
@@ -36,9 +41,9 @@ class LeCamConfig(BlockConfig):
     """LeCam: weight * (relu(D(x) - ema_fake)^2 + relu(ema_real - D(G(z)))^2), EMAs of D's mean outputs."""
 
     type: Literal["lecam"] = "lecam"
-    weight: float = Field(0.3, ge=0, le=1e6, description="penalty weight lambda (the authors' CIFAR scripts: 0.3)")
+    weight: float = Field(0.3, ge=0, le=1e6, description="penalty weight lambda (the authors' BigGAN CIFAR scripts: 0.3)")
     decay: float = Field(0.99, ge=0, lt=1, description="decay of the moving averages of D's mean real and fake "
-                         "outputs (the paper: 0.99)")
+                         "outputs (the authors' StyleGAN2 code: 0.99; their BigGAN CIFAR code: 0.9)")
     one_sided: bool = Field(True, description="relu inside the squares, as both of the authors' implementations; "
                             "false: the paper's Eq. 3 (plain squared distances)")
 
