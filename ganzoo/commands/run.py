@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import GanzooError, escape
 from ..recipe import load_recipe
+from ..training.rundir import RESUMABLE_FIELDS  # no torch: the help stays instant
 from .validate import add_set_argument
 
 NAME = "run"
@@ -23,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR from its latest checkpoint (RECIPE, if given, must match "
-                        "it except train.steps, time limit, logging/sampling/checkpoint intervals and eval)")
+                        "it except " + ", ".join(".".join(f) for f in RESUMABLE_FIELDS) + ")")
     p.add_argument("--force", action="store_true", help="replace an existing run folder of the same name")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for training on the CPU (default: OMP_NUM_THREADS if set, else one per core, "
