@@ -154,3 +154,15 @@ def test_relative_link_targets_are_found():
     text = ('[a](docs/x.md#sec) ![img](b.png "t") [web](https://e.org) [top](#here) [m](mailto:a@b)\n'
             "```bash\n[not](code.md)\n```\n")
     assert _relative_link_targets(text) == ["docs/x.md", "b.png"]
+
+
+def test_architecture_registration_example_registers():
+    """docs/architecture.md's "Registering a block" example is accepted by the registry as written (in a
+    fresh process, so that the example block does not join the registry the other tests iterate over)."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    examples = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "ATTENTION.register" in b]
+    assert len(examples) == 1, "docs/architecture.md: expected one registration example"
+    code = examples[0] + "\nfrom ganzoo.registry import ATTENTION as _A\nassert 'my_attention' in _A\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "GANZOO_DISABLE_PLUGINS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
