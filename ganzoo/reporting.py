@@ -251,6 +251,7 @@ class Paired:
     baseline: str
     seeds: list[int]
     diffs: list[float]
+    adjusted_p: float | None = None  # the p-value corrected for the other comparisons of the report (Holm)
 
     @property
     def n(self) -> int:
@@ -273,17 +274,52 @@ class Paired:
         return self.mean - half, self.mean + half
 
     @property
+    def p_value(self) -> float | None:
+        """Two-sided p of the paired t-test (mean difference 0; n - 1 dof), this comparison alone; None below
+        2 seeds. Below 0.05 exactly when the 95% interval excludes 0."""
+        if self.n < 2:
+            return None
+        if self.sd == 0:
+            return 0.0 if self.mean != 0 else 1.0
+        t = abs(self.mean) / (self.sd / math.sqrt(self.n))
+        return max(0.0, 1.0 - _t_two_sided_mass(t, self.n - 1))
+
+    @property
     def verdict(self) -> str:
+        """Better or worse when the p-value (the corrected one, if set) is below 0.05, the sign saying which."""
         if self.n == 0:
             return "no seed in common with the baseline: no comparison"
-        ci = self.interval
-        if ci is None:
+        if self.n < 2:
             return "one seed: no interval"
-        if ci[1] < 0:
-            return "better (lower FID)"
-        if ci[0] > 0:
-            return "worse (higher FID)"
+        p = self.p_value if self.adjusted_p is None else self.adjusted_p
+        if p < 0.05:
+            return "better (lower FID)" if self.mean < 0 else "worse (higher FID)"
+        if self.p_value < 0.05:
+            return f"not separated at this budget (p = {self.p_value:.3f} alone, {p:.3f} corrected)"
         return "not separated at this budget"
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the order given: the k-th smallest (k from 0) times m - k, kept
+    from falling below the one before it, at most 1. A comparison is called at 5% when its adjusted p is
+    below 0.05, which holds the chance of any false call among the m at 5% (Holm 1979)."""
+    m = len(pvalues)
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=pvalues.__getitem__)):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def paired_family(variants: list[Variant], baseline: Variant, key: str = "eval/fid") -> list[Paired]:
+    """Every variant but the baseline paired with it, each p-value corrected (Holm) for the comparisons
+    that have one."""
+    family = [paired_differences(v, baseline, key) for v in variants if v is not baseline]
+    tested = [p for p in family if p.p_value is not None]
+    for p, adj in zip(tested, holm([p.p_value for p in tested])):
+        p.adjusted_p = adj
+    return family
 
 
 def paired_differences(variant: Variant, baseline: Variant, key: str = "eval/fid") -> Paired:
@@ -324,34 +360,44 @@ def _f(x: float) -> str:
     return f"{x:+.2f}"
 
 
+def _p(x: float | None) -> str:
+    return "-" if x is None else ("< 0.001" if x < 0.001 else f"{x:.3f}")
+
+
 def paired_section(variants: list[Variant], baseline: Variant, key: str = "eval/fid") -> list[str]:
     """The markdown lines of "Paired differences against BASELINE"."""
+    family = paired_family(variants, baseline, key)
+    m = sum(p.adjusted_p is not None for p in family)
     lines = [f"## Paired differences against {baseline.name}", "",
              f"Final FID of each variant minus that of **{baseline.name}** with the same seed (same data order "
              "and initial noise), so that seed-to-seed spread common to both cancels. Mean over the seeds both "
-             "have, with its 95% confidence interval (Student's t, n - 1 degrees of freedom). Negative is better. "
-             "A variant is called better or worse only when the interval excludes 0; "
-             "the interval's half-width is t·sd/√n with t = 12.71 for 2 seeds and 4.30 for 3, so two seeds separate "
-             "a variant only when they agree closely.", "",
-             "| variant | seeds paired | differences (variant - baseline), by seed | mean difference | 95% CI | verdict |",
-             "|---|---|---|---|---|---|"]
+             "have, with its 95% confidence interval and the two-sided p of the paired t-test (Student's t, n - 1 "
+             "degrees of freedom). Negative is better. "
+             "The interval's half-width is t·sd/√n with t = 12.71 for 2 seeds and 4.30 for 3, so two seeds separate "
+             "a variant only when they agree closely. "
+             f"With {m} comparisons against one baseline, some would reach p < 0.05 by chance alone, so a variant "
+             "is called better or worse only when its p, corrected by Holm's method for all of them (the k-th "
+             "smallest p times m - k + 1), is below 0.05; its uncorrected interval then excludes 0 as well.", "",
+             "| variant | seeds paired | differences (variant - baseline), by seed | mean difference | 95% CI | p | "
+             "p, Holm | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     sentences = []
-    for v in variants:
-        if v is baseline:
-            continue
-        p = paired_differences(v, baseline, key)
+    for p in family:
         per_seed = ", ".join(f"s{s}: {_f(d)}" for s, d in zip(p.seeds, p.diffs)) or "-"
         ci = p.interval
         ci_text = f"[{_f(ci[0])}, {_f(ci[1])}]" if ci else "-"
         mean = _f(p.mean) if p.mean is not None else "-"
-        lines.append(f"| {v.name} | {p.n} | {per_seed} | {mean} | {ci_text} | {p.verdict} |")
+        lines.append(f"| {p.variant} | {p.n} | {per_seed} | {mean} | {ci_text} | {_p(p.p_value)} | {_p(p.adjusted_p)} "
+                     f"| {p.verdict} |")
         if ci is not None:
-            sentences.append(f"- **{v.name}**: {p.verdict}; {mean} FID against {baseline.name} over {p.n} seeds "
-                             f"(95% CI {ci_text}).")
+            sentences.append(f"- **{p.variant}**: {p.verdict}; {mean} FID against {baseline.name} over {p.n} seeds "
+                             f"(95% CI {ci_text}; p {_p(p.p_value)}, Holm {_p(p.adjusted_p)}).")
         elif p.n == 1:
-            sentences.append(f"- **{v.name}**: one seed: no interval ({mean} FID against {baseline.name}, seed {p.seeds[0]}).")
+            sentences.append(f"- **{p.variant}**: one seed: no interval ({mean} FID against {baseline.name}, "
+                             f"seed {p.seeds[0]}).")
         else:
-            sentences.append(f"- **{v.name}**: no seed with a final FID in common with {baseline.name}: no comparison.")
+            sentences.append(f"- **{p.variant}**: no seed with a final FID in common with {baseline.name}: "
+                             "no comparison.")
     lines += ["", *sentences, ""]
     missing = missing_runs(variants, key)
     lines += (["Missing (the comparison uses what is complete):", "", *[f"- {m}" for m in missing], ""] if missing

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
 from ganzoo.errors import GanzooError
-from ganzoo.reporting import Paired, Variant, pick_baseline, t_quantile_975
+from ganzoo.reporting import Paired, Variant, holm, paired_family, pick_baseline, t_quantile_975
 
 RUNS = REPO / "docs" / "ablations" / "runs"
 
@@ -31,6 +32,56 @@ def test_paired_maths_against_a_hand_computed_example():
     assert hi == pytest.approx(-3 + 4.3027 / math.sqrt(3), abs=1e-3)
     assert hi == pytest.approx(-0.5158, abs=1e-3)
     assert p.verdict.startswith("better")
+
+
+def test_p_value_against_hand_computed_t_tests():
+    # -2, -4, -3: t = 3 / (1 / sqrt 3) = 5.196 on 2 dof; P(|T| > t) = 1 - t / sqrt(2 + t^2) for 2 dof
+    t = 3 * math.sqrt(3)
+    assert Paired("v", "b", [0, 1, 2], [-2.0, -4.0, -3.0]).p_value == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    # 1 dof (Cauchy): P(|T| > t) = 1 - 2 atan(t) / pi; +1, +3: mean 2, sd sqrt 2, t = 2
+    assert Paired("v", "b", [0, 1], [1.0, 3.0]).p_value == pytest.approx(1 - 2 * math.atan(2.0) / math.pi)
+    assert Paired("v", "b", [0, 1], [2.0, 2.0]).p_value == 0.0  # no spread at all
+    assert Paired("v", "b", [0], [2.0]).p_value is None
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 5, 9])
+def test_p_is_below_005_exactly_when_the_interval_excludes_zero(dof):
+    # at the interval's edge (mean = half-width) p is 0.05: on either side, both tests agree
+    n = dof + 1
+    for scale in (0.99, 1.01):
+        diffs = [float(i) for i in range(n)]
+        sd = Paired("v", "b", list(range(n)), diffs).sd
+        mean = scale * t_quantile_975(dof) * sd / math.sqrt(n)
+        p = Paired("v", "b", list(range(n)), [d - statistics.mean(diffs) + mean for d in diffs])
+        assert (p.p_value < 0.05) == (p.interval[0] > 0), (dof, scale, p.p_value, p.interval)
+
+
+def test_holm_against_a_hand_computed_example():
+    # sorted 0.01, 0.02, 0.04, 0.3 -> x4, x3, x2, x1 = 0.04, 0.06, 0.08, 0.3; given out of order
+    assert holm([0.3, 0.04, 0.01, 0.02]) == pytest.approx([0.3, 0.08, 0.04, 0.06])
+    assert holm([0.02, 0.011]) == pytest.approx([0.022, 0.022])  # never below the smaller one's
+    assert holm([0.5, 0.6, 0.9]) == [1.0, 1.0, 1.0]  # 1.5 and 1.2 capped at 1; 0.9 kept up to them
+    assert holm([]) == []
+
+
+def test_a_call_that_does_not_survive_the_correction_says_so():
+    # p about 0.035 alone: called when it is the only comparison, not among three with larger p's
+    alone = Paired("v", "b", [0, 1, 2], [-2.0, -4.0, -3.0])
+    assert alone.verdict.startswith("better")
+    corrected = Paired("v", "b", [0, 1, 2], [-2.0, -4.0, -3.0], adjusted_p=3 * alone.p_value)
+    assert corrected.verdict.startswith("not separated at this budget (p = 0.035 alone, 0.105 corrected)")
+
+
+def test_the_cifar10_family_is_corrected_for_six_comparisons():
+    variants = _load(*[f"ablation-{v}-s{s}" for v in ("none", "feat8", "feat16", "feat32", "residual8",
+                                                        "residual16", "residual32") for s in (0, 1)])
+    family = paired_family(variants, pick_baseline(variants))
+    assert len(family) == 6 and all(p.adjusted_p is not None for p in family)
+    feat16 = next(p for p in family if p.variant == "ablation-feat16")
+    assert feat16.p_value == pytest.approx(0.0037, abs=1e-4)
+    assert feat16.adjusted_p == pytest.approx(6 * feat16.p_value)  # the smallest of six
+    assert feat16.verdict.startswith("worse")
+    assert [p.variant for p in family if not p.verdict.startswith("not separated")] == ["ablation-feat16"]
 
 
 @pytest.mark.parametrize("diffs, verdict", [
@@ -79,8 +130,8 @@ def test_report_pairs_by_seed_and_says_what_is_missing(tmp_path):
 
         fid[name] = [r["eval/fid"] for r in read_metrics(tmp_path / name) if "eval/fid" in r][-1]
     diff = fid["ablation-feat16-s0"] - fid["ablation-none-s0"]
-    assert f"| ablation-feat16 | 1 | s0: {diff:+.2f} | {diff:+.2f} | - | one seed: no interval |" in section
-    assert "| ablation-feat8 | 0 | - | - | - | no seed in common" in section
+    assert f"| ablation-feat16 | 1 | s0: {diff:+.2f} | {diff:+.2f} | - | - | - | one seed: no interval |" in section
+    assert "| ablation-feat8 | 0 | - | - | - | - | - | no seed in common" in section
     assert "ablation-none: no run for seed 1" in section
     assert "ablation-feat8: no run for seed 0" in section
     assert "ablation-feat8: no final FID for seed 1" in section
