@@ -36,7 +36,6 @@ import pickle
 import random
 import re
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -207,12 +206,10 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused: not a weights-only checkpoint (it holds pickled objects: {_first_line(exc)})"
-        ) from None
-    except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({_first_line(exc)})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc.strerror or _first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001  any bytes at all: torch's unpickler raises KeyError, IndexError, ...
+        raise CheckpointError(f"{path}: {_load_problem(path, exc)}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a ganzoo checkpoint")
     if obj.get("version") != FORMAT_VERSION:
@@ -224,6 +221,63 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: damaged checkpoint: its content does not match its sha256 digest")
     check_payload(obj, path, need)
     return obj
+
+
+# torch's weights-only unpickler refusing a global (a class or function: code a full unpickler would run)
+_UNSAFE_GLOBAL = re.compile(
+    r"GLOBAL ([A-Za-z_][\w.]*) was not an allowed global by default"
+    r"|Trying to load unsupported GLOBAL ([A-Za-z_][\w.]*) whose module \S+ is blocked"
+)
+_UNSAFE_CALL = re.compile(r"Trying to call reduce for unrecognized function|Can only create new object for")
+_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
+    b"\x1f\x8b": "a gzip file", b"PK\x03\x04": "a damaged or truncated checkpoint, or a zip archive that "
+    "torch.save did not write",
+}
+
+
+def _load_problem(path: Path, exc: Exception) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` failed on, as the end of a one-line
+    message: refused for safety only when it really is a pickle whose globals the weights-only unpickler
+    rejected; otherwise not a readable ganzoo checkpoint, with what the file looks like. Never torch's
+    own text, whose advice (``weights_only=False``) would run the file's code."""
+    if isinstance(exc, pickle.UnpicklingError):
+        text = str(exc)
+        m = _UNSAFE_GLOBAL.search(text)
+        if m or _UNSAFE_CALL.search(text):
+            what = f"global {(m.group(1) or m.group(2))[:80]}" if m else "a call of a function or class"
+            return (f"refused: not a weights-only checkpoint (it holds pickled objects that could run code: "
+                    f"{what}); refused for safety, nothing in it was run")
+    return f"unreadable checkpoint: not a readable ganzoo checkpoint ({_looks_like(path, exc)})"
+
+
+def _looks_like(path: Path, exc: Exception) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    if not head:
+        return "the file is empty"
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            if magic == b"PK\x03\x04" and isinstance(exc, RuntimeError):  # torch's zip reader: say why
+                why = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", _first_line(exc))
+                why = why.split(". ")[0].removesuffix(".")
+                if why and len(why) <= 200 and "weights_only" not in why:
+                    what += f": {why}"
+            return f"it is {what}"
+    if not head.strip(b"\0"):
+        return "it starts with only zero bytes"
+    if head.startswith(b"\x80") and len(head) > 1 and 2 <= head[1] <= 5:
+        return "it is a pickle that is damaged, truncated or not written by torch.save"
+    try:
+        head.decode("utf-8")
+        return "it is text"
+    except UnicodeDecodeError as err:
+        if err.start >= len(head) - 3 and err.reason == "unexpected end of data":
+            return "it is text"  # a multi-byte character cut at the end of the sample
+    return "its bytes are not in the format torch.save writes"
 
 
 def _first_line(exc: BaseException) -> str:
