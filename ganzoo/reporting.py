@@ -8,17 +8,20 @@ reference, and the exact commands and recipes. Reports are regenerated from data
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
 import shutil
 import statistics
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
+from .atomic import atomic_write_text
 from .errors import GanzooError
 from .recipe import Recipe, load_recipe
 
@@ -71,8 +74,9 @@ class Run:
         out = []
         for r in self.rows:
             v = r.get(key)
-            if key == GAP and isinstance(r.get("logits/real"), (int, float)):
-                v = r["logits/real"] - r.get("logits/fake", math.nan)
+            real, fake = r.get("logits/real"), r.get("logits/fake")  # "nan" where training diverged
+            if key == GAP and isinstance(real, (int, float)) and isinstance(fake, (int, float)):
+                v = real - fake
             at = int(r["step"]) if x == "step" else (r["time"] / 60 if isinstance(r.get("time"), (int, float)) else None)
             if at is not None and isinstance(v, (int, float)) and math.isfinite(v):
                 out.append((at, float(v)))
@@ -109,18 +113,44 @@ class Variant:
         return self.runs[0].recipe
 
 
-def load_runs(run_dirs: Sequence[str | Path], variant_from: str = "recipe") -> list[Run]:
-    from .training.logs import read_metrics
+def read_run_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.jsonl``, each with an integer ``step`` (the run logs' reader). A torn last
+    line is skipped, as there; any other line it cannot use would silently drop a point from the tables
+    and curves, so it is a one-line error naming the file and the line."""
+    from .training.logs import METRICS_FILE, read_metric_rows
 
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    try:
+        rows, skipped = read_metric_rows(path)
+    except GanzooError as exc:
+        raise ReportError(str(exc)) from None
+    if skipped:
+        raise ReportError(f"{path}: line {skipped[0]}: not a JSON object with a step (a whole number of G steps "
+                          f">= 0){f', and {len(skipped) - 1} more line(s)' if len(skipped) > 1 else ''}")
+    return rows
+
+
+def load_runs(run_dirs: Sequence[str | Path], variant_from: str = "recipe") -> list[Run]:
     runs = []
+    seen: dict[tuple[int, int], Path] = {}
     for d in run_dirs:
         path = Path(d)
         recipe_file = path / "recipe.yaml"
         if not recipe_file.is_file():
             raise ReportError(f"{path}: not a ganzoo run folder (no recipe.yaml)")
+        st = path.stat()
+        first = seen.setdefault((st.st_dev, st.st_ino), path)
+        if first is not path:
+            same = "run folder given twice" if str(first) == str(path) else f"the same run folder as {first}"
+            raise ReportError(f"{path}: {same}: each run counts once")
         cmd_file = path / "command.txt"
-        runs.append(Run(path, load_recipe(recipe_file), read_metrics(path),
-                        cmd_file.read_text().strip() if cmd_file.is_file() else None, variant_from))
+        try:
+            command = cmd_file.read_text(encoding="utf-8").strip() if cmd_file.is_file() else None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ReportError(f"{cmd_file}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        runs.append(Run(path, load_recipe(recipe_file), read_run_metrics(path), command, variant_from))
     if not runs:
         raise ReportError("report: no run folders given")
     return runs
@@ -752,10 +782,36 @@ def _write_report(runs: list[Run], variants: list[Variant], out: Path, assets: P
                   command: Sequence[str] | None, title: str | None, notes: str | None, paper_table: bool,
                   baseline: Variant | None = None, extra: Sequence[str] = (),
                   flat_tolerance: float = FLAT_TOLERANCE) -> Path:
-    if assets.exists():
-        shutil.rmtree(assets)
-    assets.mkdir(parents=True)
-    rel = assets.name
+    """Build the images in a hidden folder beside ``assets``, then swap it in and write ``out`` (atomically):
+    until then, and if anything fails, the previous report and its images stay as they were."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{assets.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        new, old = work / "new", work / "old"
+        new.mkdir()
+        text = _report_text(runs, variants, out, new, assets.name, command, title, notes, paper_table, baseline,
+                            extra, flat_tolerance)
+        had_assets = assets.is_dir()
+        if had_assets:
+            assets.rename(old)
+        try:
+            new.rename(assets)
+            atomic_write_text(out, text)
+        except BaseException:  # put the previous images back beside the previous report
+            if not new.exists():
+                assets.rename(new)
+            if had_assets:
+                old.rename(assets)
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _report_text(runs: list[Run], variants: list[Variant], out: Path, assets: Path, rel: str,
+                 command: Sequence[str] | None, title: str | None, notes: str | None, paper_table: bool,
+                 baseline: Variant | None, extra: Sequence[str], flat_tolerance: float) -> str:
+    """The report's markdown; its images are written to ``assets``, linked as ``rel/NAME.png``."""
 
     seeds = sorted({r.seed for r in runs})
     gammas = {id(r): run_gammas(r) for r in runs}
@@ -831,8 +887,4 @@ def _write_report(runs: list[Run], variants: list[Variant], out: Path, assets: P
     for v in variants:
         text = yaml.safe_dump(v.recipe.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
         lines += [f"<details><summary>{v.name}</summary>", "", "```yaml", text.rstrip(), "```", "", "</details>", ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(out)
-    return out
+    return "\n".join(lines)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
+from ..errors import GanzooError
 
 METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tb"
@@ -26,20 +28,50 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def _step(v: Any) -> int | None:
+    """A row's ``step`` as an int (an integer, or a float with an integral value), or None when it is
+    not a whole number of G steps >= 0."""
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+        return None
+    return v
+
+
+def read_metric_rows(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The usable rows of ``path`` (each with an int ``step``) and the numbers of the other lines
+    skipped, a torn last line (one without its newline: a write cut short) aside."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise GanzooError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    rows, skipped = [], []
+    lines = data.split(b"\n")  # b"" after the last newline; a torn last line otherwise
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):  # not UTF-8 (UnicodeDecodeError is a ValueError), not JSON
+            row = None
+        step = _step(row.get("step")) if isinstance(row, dict) else None
+        if step is None:
+            if number < len(lines):
+                skipped.append(number)
+            continue
+        row["step"] = step
+        rows.append(row)
+    return rows, skipped
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every complete line of a run's ``metrics.jsonl`` (a torn last line is ignored)."""
+    """Every usable line of a run's ``metrics.jsonl``: a JSON object with an integer ``step`` (>= 0).
+    Other lines (a torn last line, bytes that are not UTF-8, JSON that is not such an object) are
+    skipped, so every row has ``row["step"]`` as an int."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            out.append(row)
-    return out
+    return read_metric_rows(path)[0]
 
 
 class RunLog:
@@ -49,8 +81,16 @@ class RunLog:
         self.run_dir = Path(run_dir)
         path = self.run_dir / METRICS_FILE
         if resume_step is not None and path.exists():
-            keep = [r for r in read_metrics(self.run_dir) if int(r.get("step", 0)) <= resume_step]
+            rows, skipped = read_metric_rows(path)
+            keep = [r for r in rows if r["step"] <= resume_step]
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+            if skipped:  # the rows the run goes on from are every readable one up to its step
+                shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+                warnings.warn(
+                    f"{path}: dropped {len(skipped)} unreadable line(s) (line {shown}: not UTF-8 JSON objects "
+                    f"with an integer step) while cutting it at step {resume_step}",
+                    stacklevel=2,
+                )
         self._file = open(path, "a", encoding="utf-8")
         self._tb = None
         if tensorboard:
