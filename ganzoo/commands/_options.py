@@ -2,8 +2,40 @@
 from __future__ import annotations
 
 import argparse
+import math
+
+from ..errors import GanzooError
 
 CHECKPOINT_CHOICES = ("best", "last")
+INT_MAX = 2**63 - 1  # as ganzoo.config.INT_MAX (not imported: it pulls in pydantic)
+# A noise seed: torch.Generator.manual_seed takes 0 .. 2**64 - 1, and ganzoo adds small offsets to a seed
+# for its separate streams (ganzoo/training/sampling.py), so the int64 range leaves room for them.
+SEED_MAX = INT_MAX
+
+
+def check_int(command: str, flag: str, value: int, minimum: int, maximum: int = INT_MAX) -> int:
+    """``value`` of the integer option ``flag``, or a one-line :class:`GanzooError` naming the command and
+    the option (exit 2) when it is outside ``minimum .. maximum``. Every integer option's bounds are
+    checked here, in one wording, before the command reads or writes anything."""
+    if not minimum <= value <= maximum:
+        unbounded = value < minimum and maximum >= INT_MAX
+        bounds = f"at least {minimum}" if unbounded else f"between {minimum} and {maximum}"
+        raise GanzooError(f"{command}: {flag} must be {bounds}, got {value}")
+    return value
+
+
+def check_seed(command: str, value: int, flag: str = "--seed", maximum: int = SEED_MAX) -> int:
+    """A seed option: ``0 .. maximum`` (default :data:`SEED_MAX`), else one line naming the option."""
+    return check_int(command, flag, value, 0, maximum)
+
+
+def check_positive(command: str, flag: str, value: float, unit: str, maximum: float = math.inf) -> float:
+    """A positive finite number option (of ``unit``, at most ``maximum``): nan, inf, 0 and negatives
+    are one line naming the option."""
+    if not (math.isfinite(value) and 0 < value <= maximum):
+        limit = f" (at most {maximum:g})" if math.isfinite(maximum) else ""
+        raise GanzooError(f"{command}: {flag} must be a positive number of {unit}{limit}, got {value}")
+    return value
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:

@@ -13,10 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import check_run_name
+from ..config import FLOAT_MAX, check_run_name
 from ..errors import GanzooError, escape
-from ..recipe import load_recipe
+from ..recipe import Recipe, load_recipe
 from ..reporting import build_report, check_output, read_notes
+from ._options import check_int, check_positive, check_seed
 from .validate import add_set_argument
 
 NAME = "ablate"
@@ -26,11 +27,13 @@ DONE = "ablate-done.json"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipes", nargs="+", metavar="RECIPE")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1],
+                   help="one run per recipe and seed (default 0 1); each seed once, 0 to 2**32-1 (the recipe's seed)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="G steps per run (the same for every run)")
     budget.add_argument("--minutes", type=float, help="wall-clock minutes per run (the same for every run)")
-    p.add_argument("--out", default="runs/ablate", help="folder holding one run folder per recipe and seed")
+    p.add_argument("--out", default="runs/ablate", help="folder holding one run folder per recipe and seed (named "
+                   "<recipe name>-s<seed>: the recipes' names must differ)")
     p.add_argument("--report", default=None, help="report file (default: OUT/report.md)")
     p.add_argument("--title", default=None)
     p.add_argument("--notes", default=None, help="a file whose text goes under the report's title")
@@ -86,12 +89,10 @@ def fits(now: float, deadline: float | None, took: list[float], expect: float | 
 
 def _budget(args: argparse.Namespace) -> list[str]:
     if args.steps is not None:
-        if args.steps < 1:
-            raise GanzooError("ablate: --steps must be at least 1")
+        check_int(NAME, "--steps", args.steps, 1)
         return [f"train.steps={args.steps}"]
     if args.minutes is not None:
-        if args.minutes <= 0:
-            raise GanzooError("ablate: --minutes must be positive")
+        check_positive(NAME, "--minutes", args.minutes, "minutes", FLOAT_MAX)  # the recipe's bound on any float
         return [f"train.time_limit_minutes={args.minutes}", "train.steps=100000000"]
     return []
 
@@ -127,10 +128,18 @@ def plan(args: argparse.Namespace, places: int = 1) -> list[dict]:
     out = Path(args.out)
     jobs = []
     budget = _budget(args)
+    _check_seeds(args.seeds)
+    sources: dict[str, str] = {}  # run name -> the recipe file that names it
     for path, seed in run_order(args.recipes, args.seeds, args.order, places):
         overrides = [*args.overrides, *budget, f"seed={seed}"]
         recipe = load_recipe(path, overrides)  # validate everything before running anything
         name = check_run_name(f"{recipe.name}-s{seed}", str(path))
+        if name in sources:  # two runs in one folder: the second would fail as "another run's"
+            first = sources[name]
+            raise GanzooError(f"ablate: {path}: given twice" if first == str(path) else
+                              f"ablate: {first} and {path} both name their runs {recipe.name!r} (folder {name}); "
+                              "give one of them another name (its name: field)")
+        sources[name] = str(path)
         run_dir = out / name
         cmd = ["ganzoo", "run", str(path), "--out", str(out), "--name", name]  # + --device when it starts
         cmd += [a for o in overrides for a in ("--set", o)]
@@ -142,11 +151,20 @@ def plan(args: argparse.Namespace, places: int = 1) -> list[dict]:
     return jobs
 
 
+def _check_seeds(seeds: list[int]) -> None:
+    """``--seeds``: each a recipe seed (its bounds: the recipe's ``seed`` field), each once (one run a seed)."""
+    top = next(m.le for m in Recipe.model_fields["seed"].metadata if hasattr(m, "le"))
+    for seed in seeds:
+        check_seed(NAME, seed, "--seeds", maximum=top)
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise GanzooError(f"ablate: --seeds: {' '.join(map(str, twice))} given more than once (each seed is one run)")
+
+
 def slots(devices: list[str], jobs: int) -> list[str]:
     """The free places to start a run: each device ``jobs`` times, devices interleaved, so that runs
     spread over the devices before any device takes a second one."""
-    if jobs < 1:
-        raise GanzooError(f"ablate: --jobs must be at least 1, got {jobs}")
+    check_int(NAME, "--jobs", jobs, 1)
     return [d for _ in range(jobs) for d in devices]
 
 
@@ -181,25 +199,27 @@ def _seconds(flag: str, minutes: float | None) -> float | None:
     """``minutes`` (a --deadline or --expect) in seconds, or None if not given; not a positive number: one line."""
     if minutes is None:
         return None
-    if not (math.isfinite(minutes) and minutes > 0):
-        raise GanzooError(f"ablate: {flag} must be a positive number of minutes, got {minutes}")
-    return 60 * minutes
+    return 60 * check_positive(NAME, flag, minutes, "minutes")
 
 
 def _main(args: argparse.Namespace) -> int:
-    from ..training.build import resolve_device
-
-    for device in args.device:  # a device this machine lacks: one line now, not a failure per run later
-        resolve_device(device)
+    _check_seeds(args.seeds)  # the options first (plan checks them again), at once, before torch is imported
+    _budget(args)
     free = slots(args.device, args.jobs)
     places = len(free)  # runs at once (free shrinks as runs start)
     if args.expect is not None and args.deadline is None:
         raise GanzooError("ablate: --expect needs --deadline (it judges runs against the deadline)")
     window = _seconds("--deadline", args.deadline)
-    deadline = None if window is None else time.time() + window
     expect = _seconds("--expect", args.expect)
+
+    from ..training.build import resolve_device
+    from ..training.export import check_output as check_writable
+
+    out = check_writable(args.out, "ablate: --out", folder=True)  # a file, or under one: one line, nothing written
+    for device in args.device:  # a device this machine lacks: one line now, not a failure per run later
+        resolve_device(device)
+    deadline = None if window is None else time.time() + window
     jobs = plan(args, places=places)
-    out = Path(args.out)
     report = Path(args.report) if args.report else out / "report.md"
     check_output(report)  # before hours of training, not after
     notes = read_notes(args.notes) if args.notes else None

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import GanzooError, escape
-from ._options import add_checkpoint_argument
+from ._options import add_checkpoint_argument, check_int, check_seed
 
 NAME = "attention-maps"
 HELP = "draw where EMA-G's attention blocks look, for a few query points of one sample (SAGAN's Figure 1)"
@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run folder (its best or last checkpoint: --checkpoint), checkpoint file or export folder")
     p.add_argument("--out", required=True, help="PNG file to write")
     add_checkpoint_argument(p)
-    p.add_argument("--seed", type=int, default=0, help="noise seed of the sample (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of the sample, 0 to 2**63-1 (default 0)")
     p.add_argument("--queries", type=int, default=4, help="query points to show, 1 to 8 (default 4)")
     p.add_argument("--class", dest="cls", type=int, default=None,
                    help="class of the sample (conditional G; default: one drawn from --seed)")
@@ -25,15 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    check_seed(NAME, args.seed)
+    check_int(NAME, "--queries", args.queries, 1, 8)
+
     from ..attention_maps import attention_figure
     from ..training.gammas import write_gammas
     from ..training.build import resolve_device
     from ..training.export import check_output, open_generator
 
-    if args.seed < 0:
-        raise GanzooError(f"attention-maps: --seed must be >= 0, got {args.seed}")
-    if not 1 <= args.queries <= 8:
-        raise GanzooError(f"attention-maps: --queries must be between 1 and 8, got {args.queries}")
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise GanzooError(f"attention-maps: --out {out}: must be a .png file")

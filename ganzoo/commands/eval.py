@@ -5,8 +5,7 @@ import argparse
 import json
 import sys
 
-from ..errors import GanzooError
-from ._options import add_checkpoint_argument, add_standing_stats_argument
+from ._options import add_checkpoint_argument, add_standing_stats_argument, check_int, check_seed
 
 NAME = "eval"
 HELP = "compute sample-quality metrics (fid, kid, is) of EMA-G from a run folder, a checkpoint or an export folder"
@@ -20,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-samples", type=int, default=None, help="generated samples (default: the recipe's eval.num_samples)")
     p.add_argument("--inception-weights", default=None,
                    help="FID Inception .pth (default: the recipe's eval.inception_weights, else $GANZOO_INCEPTION_WEIGHTS)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed of the generated samples (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of the generated samples, 0 to 2**63-1 (default 0)")
     add_standing_stats_argument(p)
     add_checkpoint_argument(p)
     p.add_argument("--device", default="auto")
@@ -28,15 +27,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.num_samples is not None:
+        check_int(NAME, "--num-samples", args.num_samples, 2)
+    check_seed(NAME, args.seed)
+
     from ..recipe import validate
     from ..training.evaluation import Evaluator
     from ..training.export import open_generator
     from ..training.build import autocast_dtype, resolve_device
 
-    if args.num_samples is not None and args.num_samples < 2:
-        raise GanzooError(f"eval: --num-samples must be at least 2, got {args.num_samples}")
-    if args.seed < 0:
-        raise GanzooError(f"eval: --seed must be >= 0, got {args.seed}")
     device = resolve_device(args.device)
     # the statistics as stored: the evaluator recomputes them (the recipe's eval.standing_stats or --standing-stats)
     opened = open_generator(args.target, device, checkpoint=args.checkpoint, standing_stats=0)

@@ -13,7 +13,8 @@ HELP = "export EMA-G as generator.safetensors + recipe.yaml (load with ganzoo.tr
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="RUN_DIR|CKPT", help="run folder (its best or last checkpoint: --checkpoint) "
                    "or checkpoint file")
-    p.add_argument("--out", required=True, help="folder to write generator.safetensors and recipe.yaml into")
+    p.add_argument("--out", required=True, help="folder to write generator.safetensors and recipe.yaml into: a new or "
+                   "empty one, or an earlier export folder (replaced); never a run folder or one holding other files")
     add_checkpoint_argument(p)
     add_standing_stats_argument(p)
     p.add_argument("--device", default="auto", help="where standing statistics are computed (default: CUDA if there "
@@ -23,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from ..training.build import resolve_device
     from ..training.checkpoint import select_checkpoint
-    from ..training.export import RECIPE_FILE, WEIGHTS_FILE, check_output, describe, export_choice
+    from ..training.export import RECIPE_FILE, WEIGHTS_FILE, check_export_folder, describe, export_choice
 
-    out = check_output(args.out, "export: --out", folder=True)  # before reading anything
+    out = check_export_folder(args.out, "export: --out")  # before reading anything
     choice = select_checkpoint(args.target, args.checkpoint)
     if choice.warning:
         print(f"ganzoo: warning: {choice.warning}", file=sys.stderr)

@@ -9,7 +9,7 @@ from pathlib import Path
 import sys
 
 from ..errors import GanzooError
-from ._options import add_checkpoint_argument, add_standing_stats_argument
+from ._options import add_checkpoint_argument, add_standing_stats_argument, check_int, check_seed
 
 NAME = "sample"
 HELP = "write a PNG grid of EMA-G samples from a run folder, a checkpoint or an export folder"
@@ -22,24 +22,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--class", dest="cls", type=int, default=None,
                    help="class index for every sample (conditional G; default: classes spread over the grid)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    p.add_argument("--columns", type=int, default=None, help="images per row (default: about sqrt(n))")
+    p.add_argument("--seed", type=int, default=0, help="noise seed, 0 to 2**63-1 (default 0)")
+    p.add_argument("--columns", type=int, default=None,
+                   help="images per row, at least 1; more than --n: one row (default: about sqrt(n))")
     add_checkpoint_argument(p)
     add_standing_stats_argument(p)
     p.add_argument("--device", default="auto")
 
 
 def main(args: argparse.Namespace) -> int:
+    check_int(NAME, "--n", args.n, 1, 100000)
+    check_seed(NAME, args.seed)
+    if args.columns is not None:
+        check_int(NAME, "--columns", args.columns, 1)
+
     import torch
 
     from ..training.export import check_output, open_generator
     from ..training.build import resolve_device
     from ..training.sampling import generate, save_grid
 
-    if args.n < 1 or args.n > 100000:
-        raise GanzooError(f"sample: --n must be between 1 and 100000, got {args.n}")
-    if args.seed < 0:
-        raise GanzooError(f"sample: --seed must be >= 0, got {args.seed}")
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise GanzooError(f"sample: --out {out}: must be a .png file")
@@ -57,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
             raise GanzooError(f"sample: --class must be in [0, {nc}), got {args.cls}")
     g = torch.Generator().manual_seed(args.seed)
     z = torch.randn(args.n, G.z_dim, generator=g)
-    columns = args.columns or max(1, math.ceil(math.sqrt(args.n)))
+    columns = min(args.columns, args.n) if args.columns is not None else max(1, math.ceil(math.sqrt(args.n)))
     if nc == 0:
         y = None
     elif args.cls is not None:

@@ -8,6 +8,7 @@ ganzoo version. No pickle anywhere.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,6 +24,8 @@ from .checkpoint import GENERATOR_KEYS, CheckpointError, Choice, check_state_sha
 
 WEIGHTS_FILE = "generator.safetensors"
 RECIPE_FILE = "recipe.yaml"
+# the temporary files of an interrupted atomic write of either (ganzoo/atomic.py)
+_EXPORT_TEMP = re.compile(rf"^\.({re.escape(WEIGHTS_FILE)}|{re.escape(RECIPE_FILE)})\..+\.tmp$")
 
 
 def recipe_of(ckpt: dict[str, Any], source: str) -> Recipe:
@@ -101,6 +104,43 @@ def check_output(path: str | Path, what: str, folder: bool = False) -> Path:
     return path
 
 
+def _written_by_export(weights: Path) -> bool:
+    """``weights`` is a plain file holding ganzoo's export metadata (not a user's own safetensors file)."""
+    if weights.is_symlink() or not weights.is_file():
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as f:
+            return "ganzoo_version" in (f.metadata() or {})
+    except Exception:  # unreadable, not safetensors: not ours
+        return False
+
+
+def check_export_folder(path: str | Path, what: str = "--out") -> Path:
+    """:func:`check_output` for an export folder, which may be new, empty or an earlier export of ganzoo
+    (its ``generator.safetensors`` with ganzoo's metadata, its ``recipe.yaml``), which is replaced. A run
+    folder, or a folder holding anything else (a user's ``recipe.yaml``), is a one-line :class:`GanzooError`
+    and nothing is written."""
+    from .rundir import is_run_folder
+
+    path = Path(path)
+    if not path.is_dir():  # new (or not a folder: check_output says so)
+        return check_output(path, what, folder=True)
+    if is_run_folder(path):
+        raise GanzooError(f"{what} {path}: is a run folder; export into a new or empty folder "
+                          "(or an earlier export folder, which is replaced)")
+    ours = _written_by_export(path / WEIGHTS_FILE)
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir()
+                     if not (p.is_file() and not p.is_symlink()
+                             and (_EXPORT_TEMP.match(p.name) or (ours and p.name in (WEIGHTS_FILE, RECIPE_FILE)))))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise GanzooError(f"{what} {path}: holds files ganzoo export did not write ({shown}); nothing was changed "
+                          "(export into a new or empty folder, or an earlier export folder, which is replaced)")
+    return check_output(path, what, folder=True)  # checked first, so that a refused folder is not even probed
+
+
 def export_generator(target: str | Path, out_dir: str | Path, best: bool = False,
                      checkpoint: str | None = None, standing_stats: int | None = None) -> Path:
     """Write EMA-G of a checkpoint (or of a run folder's best/last one: ``checkpoint``, see
@@ -115,12 +155,13 @@ def export_generator(target: str | Path, out_dir: str | Path, best: bool = False
 def export_choice(choice: Choice, out_dir: str | Path, standing_stats: int | None = None,
                   device: str | torch.device = "cpu") -> tuple[int, int]:
     """Write EMA-G of the chosen checkpoint to ``out_dir`` (weights first, recipe last: a folder with a
-    ``recipe.yaml`` always has matching weights), its batch-norm statistics standing ones over
+    ``recipe.yaml`` always has matching weights; ``out_dir`` new, empty or an earlier export, see
+    :func:`check_export_folder`), its batch-norm statistics standing ones over
     ``standing_stats`` batches (None: the recipe's ``eval.standing_stats``, so the export is the generator
     the run's evaluations measured; computed on ``device``); returns the checkpoint's step and the batches used."""
     from safetensors.torch import save
 
-    out_dir = check_output(out_dir, "--out", folder=True)
+    out_dir = check_export_folder(out_dir)
     path = choice.path
     ckpt = load_checkpoint(path, need=GENERATOR_KEYS)
     G, recipe = generator_from_checkpoint(ckpt, str(path), device)
