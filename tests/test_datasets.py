@@ -355,3 +355,16 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     with pytest.raises(RuntimeError):
         _cache.atomic_write(target, boom)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"\x1f\x8b\x08\x00 truncated gzip", b""])
+def test_a_file_that_is_no_tar_archive_is_one_line(tmp_path, content):
+    """tarfile's own error lists every compression it tried, one line each; ganzoo's is one line."""
+    from ganzoo.datasets._images import list_archive, read_archive_members
+
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(content)
+    for read in (list_archive, lambda p: read_archive_members(p, None)):
+        with pytest.raises(DatasetError) as e:
+            read(bad)
+        assert str(bad) in str(e.value) and "\n" not in str(e.value), str(e.value)

@@ -54,12 +54,20 @@ def list_folder(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _archive_problem(exc: BaseException) -> str:
+    """The first line of why ``tarfile`` failed (its "file could not be opened successfully" lists every
+    compression it tried, one line each): one line of an error message."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0].rstrip(":") if lines else type(exc).__name__
+    return first + (" (not a tar archive, plain or compressed)" if len(lines) > 1 else "")
+
+
 def list_archive(path: Path) -> list[str]:
     try:
         with tarfile.open(path, "r:*") as tf:
             return [m.name for m in tf if m.isfile() and is_image(m.name)]
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DatasetError(f"cannot read archive {path}: {exc}") from None
+        raise DatasetError(f"cannot read archive {path}: {_archive_problem(exc)}") from None
 
 
 def read_archive_members(path: Path, wanted: set[str] | None) -> dict[str, bytes]:
@@ -73,7 +81,7 @@ def read_archive_members(path: Path, wanted: set[str] | None) -> dict[str, bytes
                     assert f is not None
                     out[m.name] = f.read()
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DatasetError(f"cannot read archive {path}: {exc}") from None
+        raise DatasetError(f"cannot read archive {path}: {_archive_problem(exc)}") from None
     return out
 
 
