@@ -15,12 +15,13 @@ import ast
 import importlib
 import pkgutil
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .errors import GanzooError, escape, terminal_lines
+from .errors import GanzooError, GanzooWarning, escape, terminal_lines
 
 ORDER = ["list", "validate", "schema", "check", "run", "eval", "sample", "attention-maps", "export", "ablate", "report"]
 
@@ -99,8 +100,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """ganzoo's own warnings as one line on stderr (``ganzoo: PluginWarning: ...``); others as Python shows them."""
+    if isinstance(category, type) and issubclass(category, GanzooWarning):
+        print(f"ganzoo: {category.__name__}: {escape(str(message))}", file=file or sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.showwarning = _show_warning
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.command_line = ["ganzoo", *argv]  # for records (reports, run folders)

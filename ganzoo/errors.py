@@ -58,6 +58,11 @@ def terminal_lines(exc: BaseException) -> list[str]:
 Problem = tuple[tuple[str, ...], str]
 
 
+class GanzooWarning(UserWarning):
+    """A warning of ganzoo's own (a plugin skipped, lines dropped from a log): the CLI prints it as one line,
+    ``ganzoo: KIND: message``, without the source line Python's default display adds."""
+
+
 class GanzooError(Exception):
     """An error the CLI reports as one line (no traceback) with exit code 2."""
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from .errors import escape
+from .errors import GanzooWarning, escape
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import Registry
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 GROUP = "ganzoo.plugins"
 
 
-class PluginWarning(UserWarning):
+class PluginWarning(GanzooWarning):
     """A plugin could not be loaded and was skipped."""
 
 

@@ -149,6 +149,8 @@ def test_broken_plugins_warn_once_each_and_the_rest_works(plugin_site):
     # ... nothing of a broken plugin stays registered, not even what it registered before failing
     assert not {n for n in names if n.startswith(("dup.", "raiser.", "shadow.", "notpyd.", "nomap."))}
     warnings = [line for line in out.stderr.splitlines() if "PluginWarning" in line]
+    # one line each, ganzoo's own format: no file:line prefix, no source line under it
+    assert all(line.startswith("ganzoo: PluginWarning: ") for line in out.stderr.splitlines()), out.stderr
     expected = {
         "zoo-raises-on-import": "RuntimeError: boom at import",
         "zoo-duplicate": "already registered by zoo-duplicate 0.0.1",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
-from ..errors import GanzooError
+from ..errors import GanzooError, GanzooWarning
 
 METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tb"
@@ -89,6 +89,7 @@ class RunLog:
                 warnings.warn(
                     f"{path}: dropped {len(skipped)} unreadable line(s) (line {shown}: not UTF-8 JSON objects "
                     f"with an integer step) while cutting it at step {resume_step}",
+                    GanzooWarning,
                     stacklevel=2,
                 )
         self._file = open(path, "a", encoding="utf-8")
