@@ -112,3 +112,12 @@ def test_the_largest_seed_and_wide_grids_work_and_an_earlier_export_is_replaced(
         out = run_ganzoo("export", str(run), "--out", str(tmp_path / folder), cwd=tmp_path, env=ENV)
         assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["generator.safetensors", "recipe.yaml"]
+
+
+def test_run_name_empty_and_resume_of_a_file_are_one_line(tmp_path):
+    """``--name ""`` is refused as a name (it fell back to the recipe's name), and ``--resume`` given a file
+    says so (it said "no such run folder" of a file that exists)."""
+    one_error(run_ganzoo("run", str(QUICKSTART), "--name", "", "--out", str(tmp_path / "runs"), env=ENV), "--name: ''")
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "ckpt.pt").write_bytes(b"x")
+    one_error(run_ganzoo("run", "--resume", str(tmp_path / "ckpt.pt"), env=ENV), f"{tmp_path / 'ckpt.pt'}: is a file")

@@ -227,7 +227,8 @@ def resume_recipe(run_dir: str | Path, recipe: Recipe | None = None, overrides: 
     run_dir = Path(run_dir)
     saved_path = run_dir / RECIPE_FILE
     if not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir}: no such run folder to resume")
+        raise RunFolderError(f"{run_dir}: is a file; --resume takes the run's folder" if run_dir.exists()
+                             else f"{run_dir}: no such run folder to resume")
     if not saved_path.is_file():
         raise RunFolderError(f"{run_dir}: not a ganzoo run folder (no {RECIPE_FILE}); cannot resume it")
     saved = load_recipe(saved_path)
