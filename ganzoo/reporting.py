@@ -8,7 +8,6 @@ reference, and the exact commands and recipes. Reports are regenerated from data
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import shlex
@@ -117,7 +116,7 @@ def read_run_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of a run's ``metrics.jsonl``, each with an integer ``step`` (the run logs' reader). A torn last
     line is skipped, as there; any other line it cannot use would silently drop a point from the tables
     and curves, so it is a one-line error naming the file and the line."""
-    from .training.logs import METRICS_FILE, read_metric_rows
+    from .training.logs import METRICS_FILE, describe_skipped, read_metric_rows
 
     path = run_dir / METRICS_FILE
     if not path.is_file():
@@ -127,8 +126,7 @@ def read_run_metrics(run_dir: Path) -> list[dict[str, Any]]:
     except GanzooError as exc:
         raise ReportError(str(exc)) from None
     if skipped:
-        raise ReportError(f"{path}: line {skipped[0]}: not a JSON object with a step (a whole number of G steps "
-                          f">= 0){f', and {len(skipped) - 1} more line(s)' if len(skipped) > 1 else ''}")
+        raise ReportError(f"{path}: {describe_skipped(skipped)}")
     return rows
 
 

@@ -243,7 +243,7 @@ def test_plan_follows_the_order_over_the_places(tmp_path):
     of the first two recipes before the third recipe."""
     import argparse
 
-    from ganzoo.commands.ablate import add_arguments, plan, slots
+    from ganzoo.commands.ablate import _budget, add_arguments, plan, slots
 
     recipes = []
     for name in ("o-a", "o-b", "o-c"):
@@ -254,6 +254,6 @@ def test_plan_follows_the_order_over_the_places(tmp_path):
     add_arguments(parser)
     args = parser.parse_args([*recipes, "--seeds", "0", "1", "--steps", "2", "--out", str(tmp_path / "runs"),
                               "--device", "cpu", "--jobs", "2", "--order", "warm"])
-    names = [j["name"] for j in plan(args, places=len(slots(args.device, args.jobs)))]
+    names = [j["name"] for j in plan(args, _budget(args), places=len(slots(args.device, args.jobs)))]
     assert names == ["o-a-s0", "o-b-s0", "o-a-s1", "o-b-s1", "o-c-s0", "o-c-s1"]
     assert parser.parse_args(recipes).order == "seeds"

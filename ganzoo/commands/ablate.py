@@ -122,13 +122,12 @@ def _state(run_dir: Path, steps: int | None) -> tuple[str, int | None]:
     return ("resume" if (run_dir / "recipe.yaml").is_file() else "new"), None
 
 
-def plan(args: argparse.Namespace, places: int = 1) -> list[dict]:
+def plan(args: argparse.Namespace, budget: list[str], places: int = 1) -> list[dict]:
     """One job per (recipe, seed): its run folder, command line and state (done / extend / resume / new), in
-    ``args.order``'s order (``places``: runs at once)."""
+    ``args.order``'s order (``budget``: the overrides of :func:`_budget`; ``places``: runs at once). The
+    options were checked by the caller."""
     out = Path(args.out)
     jobs = []
-    budget = _budget(args)
-    _check_seeds(args.seeds)
     sources: dict[str, str] = {}  # run name -> the recipe file that names it
     for path, seed in run_order(args.recipes, args.seeds, args.order, places):
         overrides = [*args.overrides, *budget, f"seed={seed}"]
@@ -203,8 +202,8 @@ def _seconds(flag: str, minutes: float | None) -> float | None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    _check_seeds(args.seeds)  # the options first (plan checks them again), at once, before torch is imported
-    _budget(args)
+    _check_seeds(args.seeds)  # the options first, at once, before torch is imported
+    budget = _budget(args)
     free = slots(args.device, args.jobs)
     places = len(free)  # runs at once (free shrinks as runs start)
     if args.expect is not None and args.deadline is None:
@@ -219,7 +218,7 @@ def _main(args: argparse.Namespace) -> int:
     for device in args.device:  # a device this machine lacks: one line now, not a failure per run later
         resolve_device(device)
     deadline = None if window is None else time.time() + window
-    jobs = plan(args, places=places)
+    jobs = plan(args, budget, places=places)
     report = Path(args.report) if args.report else out / "report.md"
     check_output(report)  # before hours of training, not after
     notes = read_notes(args.notes) if args.notes else None

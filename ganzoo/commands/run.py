@@ -68,7 +68,8 @@ def _main(args: argparse.Namespace) -> int:
                        source=args.recipe or str(run_dir / "recipe.yaml"), overrides=tuple(args.overrides))
     else:
         recipe = load_recipe(args.recipe, args.overrides)
-        name = check_folder_name(recipe.name, args.recipe) if args.name is None else check_folder_name(args.name, "--name", "")
+        name = (check_folder_name(recipe.name, args.recipe) if args.name is None
+                else check_folder_name(args.name, "--name", ""))
         run_dir = Path(args.out) / name
         set_cpu_threads(args.threads, args.device)
         result = train(recipe, run_dir, args.device, overwrite=args.force, progress=args.progress,

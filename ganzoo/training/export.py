@@ -138,7 +138,7 @@ def check_export_folder(path: str | Path, what: str = "--out") -> Path:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise GanzooError(f"{what} {path}: holds files ganzoo export did not write ({shown}); nothing was changed "
                           "(export into a new or empty folder, or an earlier export folder, which is replaced)")
-    return check_output(path, what, folder=True)  # checked first, so that a refused folder is not even probed
+    return check_output(path, what, folder=True)  # after the contents: a refused folder gets no probe file written
 
 
 def export_generator(target: str | Path, out_dir: str | Path, best: bool = False,

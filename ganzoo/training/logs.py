@@ -64,6 +64,12 @@ def read_metric_rows(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
     return rows, skipped
 
 
+def describe_skipped(skipped: list[int]) -> str:
+    """What :func:`read_metric_rows` skipped, for a message: ``line 3, 7: not UTF-8 JSON objects ...``."""
+    shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+    return f"line {shown}: not UTF-8 JSON objects with a whole-number step >= 0"
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every usable line of a run's ``metrics.jsonl``: a JSON object with an integer ``step`` (>= 0).
     Other lines (a torn last line, bytes that are not UTF-8, JSON that is not such an object) are
@@ -85,10 +91,9 @@ class RunLog:
             keep = [r for r in rows if r["step"] <= resume_step]
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
             if skipped:  # the rows the run goes on from are every readable one up to its step
-                shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
                 warnings.warn(
-                    f"{path}: dropped {len(skipped)} unreadable line(s) (line {shown}: not UTF-8 JSON objects "
-                    f"with an integer step) while cutting it at step {resume_step}",
+                    f"{path}: dropped {len(skipped)} unreadable line(s) ({describe_skipped(skipped)}) "
+                    f"while cutting it at step {resume_step}",
                     GanzooWarning,
                     stacklevel=2,
                 )
