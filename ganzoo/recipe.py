@@ -25,6 +25,9 @@ from .errors import RecipeError, flatten
 from .registry import block_flag, regularizer_active
 from .training.collapse import CollapseConfig
 
+# the most batches of standing batch-norm statistics (eval.standing_stats, and --standing-stats)
+STANDING_STATS_MAX = 100_000
+
 MAX_BASE_DEPTH = 16
 
 
@@ -157,7 +160,7 @@ class EvalConfig(Section):
     num_samples: int = Field(10000, ge=2, description="generated samples per evaluation")
     batch_size: int = Field(200, ge=1, description="batch size for generation and feature extraction")
     standing_stats: int = Field(
-        0, ge=0, le=100000, description="batches (of batch_size) over which EMA-G's batch-norm statistics are "
+        0, ge=0, le=STANDING_STATS_MAX, description="batches (of batch_size) over which EMA-G's batch-norm statistics are "
         "recomputed before each evaluation, as their exact average (BigGAN's standing statistics); 0: "
         "evaluate with the running statistics copied from G"
     )

@@ -169,10 +169,12 @@ def test_sample_and_export_use_the_statistics_the_evaluations_used(tmp_path, cap
     assert "standing" not in capsys.readouterr().out
     assert _same(_stats(load_generator(plain)), _stats(raw))
 
-    assert main(["sample", str(result.run_dir), "--n", "4", "--out", str(tmp_path / "h.png"),
-                 "--standing-stats", "-1"]) == 2
-    err = capsys.readouterr().err
-    assert "--standing-stats must be >= 0, got -1" in err and "Traceback" not in err
+    for bad in ("-1", "100001"):  # a huge count would run for hours before the first image
+        assert main(["sample", str(result.run_dir), "--n", "4", "--out", str(tmp_path / "h.png"),
+                     "--standing-stats", bad]) == 2
+        err = capsys.readouterr().err
+        assert f"--standing-stats must be between 0 and 100000, got {bad}" in err and "Traceback" not in err
+    assert not (tmp_path / "h.png").exists()
 
 
 def test_progress_grids_use_the_standing_statistics(tmp_path):

@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import GanzooError
-from ..recipe import Recipe, dump_recipe, load_recipe, validate
+from ..recipe import STANDING_STATS_MAX, Recipe, dump_recipe, load_recipe, validate
 from ..atomic import atomic_write_bytes, atomic_write_text
 from .checkpoint import GENERATOR_KEYS, CheckpointError, Choice, check_state_shapes, load_checkpoint, select_checkpoint
 
@@ -60,8 +60,8 @@ def standing(G: nn.Module, recipe: Recipe, batches: int | None, device: str | to
     from .sampling import batch_norms, with_buffers, with_standing_statistics
 
     batches = recipe.eval.standing_stats if batches is None else batches
-    if batches < 0:
-        raise GanzooError(f"--standing-stats must be >= 0, got {batches}")
+    if not 0 <= batches <= STANDING_STATS_MAX:
+        raise GanzooError(f"--standing-stats must be between 0 and {STANDING_STATS_MAX}, got {batches}")
     if batches == 0 or not batch_norms(G):
         return G, 0
     ec = recipe.eval
