@@ -84,6 +84,20 @@ def test_a_generator_without_attention_is_refused(tmp_path):
     assert not (tmp_path / "f.png").exists()
 
 
+def test_the_command_names_the_file_of_a_generator_without_attention(tmp_path, capsys):
+    from ganzoo.training.checkpoint import latest_checkpoint
+    from ganzoo.training.loop import train
+
+    recipe = validate(tiny_recipe(train={"steps": 1, "batch_size": 4, "checkpoint_every": 1},
+                                  generator={"attention_resolutions": []}), "tiny")
+    result = train(recipe, tmp_path / "run", device="cpu", progress=False, handle_signals=False)
+    assert cli(["attention-maps", str(result.run_dir), "--out", str(tmp_path / "f.png"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    ckpt = latest_checkpoint(result.run_dir)[0]
+    assert len(err) == 1 and f"{ckpt}: this generator has no attention block" in err[0], err
+    assert "generator.attention_resolutions is empty" in err[0] and not (tmp_path / "f.png").exists()
+
+
 def test_report_puts_the_gates_in_its_table(run_dir, tmp_path):
     from ganzoo.reporting import build_report
 
