@@ -14,8 +14,8 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from .errors import RecipeError, control_char_problem, field_error
+from .limits import INT_MAX
 
-INT_MAX = 2**63 - 1  # every integer field fits in int64 (torch, numpy, file offsets)
 FLOAT_MAX = 1e12  # |x| of every float field, unless the field declares its own upper bound
 NAME_MAX_BYTES = 240  # a run folder name: below NAME_MAX (255) with room for ablate's "-s<seed>"
 

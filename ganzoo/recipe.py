@@ -23,10 +23,8 @@ from .blockref import REF_KEY, SCHEMA_DEFS, Block
 from .config import BlockConfig, Section, name_problem, number_problem
 from .errors import RecipeError, flatten
 from .registry import block_flag, regularizer_active
+from .limits import STANDING_STATS_MAX
 from .training.collapse import CollapseConfig
-
-# the most batches of standing batch-norm statistics (eval.standing_stats, and --standing-stats)
-STANDING_STATS_MAX = 100_000
 
 MAX_BASE_DEPTH = 16
 

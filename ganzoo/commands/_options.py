@@ -5,9 +5,9 @@ import argparse
 import math
 
 from ..errors import GanzooError
+from ..limits import INT_MAX
 
 CHECKPOINT_CHOICES = ("best", "last")
-INT_MAX = 2**63 - 1  # as ganzoo.config.INT_MAX (not imported: it pulls in pydantic)
 # A noise seed: torch.Generator.manual_seed takes 0 .. 2**64 - 1, and ganzoo adds small offsets to a seed
 # for its separate streams (ganzoo/training/sampling.py), so the int64 range leaves room for them.
 SEED_MAX = INT_MAX

@@ -18,7 +18,8 @@ from torch import nn
 
 from .. import __version__
 from ..errors import GanzooError
-from ..recipe import STANDING_STATS_MAX, Recipe, dump_recipe, load_recipe, validate
+from ..limits import STANDING_STATS_MAX
+from ..recipe import Recipe, dump_recipe, load_recipe, validate
 from ..atomic import atomic_write_bytes, atomic_write_text
 from .checkpoint import GENERATOR_KEYS, CheckpointError, Choice, check_state_shapes, load_checkpoint, select_checkpoint
 
