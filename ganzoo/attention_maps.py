@@ -150,8 +150,8 @@ def attention_figure(G: Any, out: str | Path, *, num_classes: int = 0, seed: int
     from .atomic import atomic_write_bytes
 
     if source is not None and not attention_blocks(G):
-        raise AttentionMapError(f"attention-maps: {source}: this generator has no attention block "
-                                f"(its recipe's generator.attention is none, or generator.attention_resolutions is empty)")
+        raise AttentionMapError(f"attention-maps: {source}: this generator has no attention block (its recipe's "
+                                "generator.attention is none, or generator.attention_resolutions is empty)")
     if not 1 <= num_queries <= 8:
         raise AttentionMapError(f"attention-maps: --queries must be between 1 and 8, got {num_queries}")
     nc = num_classes

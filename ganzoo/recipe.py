@@ -22,8 +22,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from .blockref import REF_KEY, SCHEMA_DEFS, Block
 from .config import BlockConfig, Section, name_problem, number_problem
 from .errors import RecipeError, flatten
-from .registry import block_flag, regularizer_active
 from .limits import STANDING_STATS_MAX
+from .registry import block_flag, regularizer_active
 from .training.collapse import CollapseConfig
 
 MAX_BASE_DEPTH = 16
@@ -158,9 +158,10 @@ class EvalConfig(Section):
     num_samples: int = Field(10000, ge=2, description="generated samples per evaluation")
     batch_size: int = Field(200, ge=1, description="batch size for generation and feature extraction")
     standing_stats: int = Field(
-        0, ge=0, le=STANDING_STATS_MAX, description="batches (of batch_size) over which EMA-G's batch-norm statistics are "
-        "recomputed before each evaluation, as their exact average (BigGAN's standing statistics); 0: "
-        "evaluate with the running statistics copied from G"
+        0, ge=0, le=STANDING_STATS_MAX,
+        description="batches (of batch_size) over which EMA-G's batch-norm statistics are recomputed before each "
+        "evaluation, as their exact average (BigGAN's standing statistics); 0: evaluate with the running "
+        "statistics copied from G"
     )
     reference: Block("dataset") | None = Field(
         None, description="reference images (default: the training dataset's test split)"

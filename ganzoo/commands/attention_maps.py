@@ -42,8 +42,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"ganzoo: warning: {escape(opened.warning)}", file=sys.stderr)
     blocks = attention_figure(opened.G, out, num_classes=opened.recipe.num_classes, seed=args.seed,
                               num_queries=args.queries, cls=args.cls,
-                              title=f"{opened.recipe.name}: {Path(opened.source).name} ({opened.why}), seed {args.seed}",
-                              source=opened.source)
+                              source=opened.source,
+                              title=f"{opened.recipe.name}: {Path(opened.source).name} ({opened.why}), seed {args.seed}")
     gates = ", ".join(f"{b.name} {b.size[0]}x{b.size[1]}" + (f" gamma {b.gamma:.4g}" if b.gamma is not None else "")
                       for b in blocks)
     print(f"wrote {escape(str(out))}: {len(blocks)} attention block(s) ({escape(gates)}), {args.queries} queries, "
