@@ -175,6 +175,10 @@ def test_sample_and_export_use_the_statistics_the_evaluations_used(tmp_path, cap
         err = capsys.readouterr().err
         assert f"--standing-stats must be between 0 and 100000, got {bad}" in err and "Traceback" not in err
     assert not (tmp_path / "h.png").exists()
+    # export too, before reading anything (eval sets the recipe's eval.standing_stats, whose error names that field)
+    assert main(["export", str(result.run_dir), "--out", str(tmp_path / "e"), "--standing-stats", "100001"]) == 2
+    assert "export: --standing-stats must be between 0 and 100000, got 100001" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
 
 
 def test_progress_grids_use_the_standing_statistics(tmp_path):

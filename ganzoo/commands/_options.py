@@ -5,7 +5,7 @@ import argparse
 import math
 
 from ..errors import GanzooError
-from ..limits import INT_MAX
+from ..limits import INT_MAX, STANDING_STATS_MAX
 
 CHECKPOINT_CHOICES = ("best", "last")
 # A noise seed: torch.Generator.manual_seed takes 0 .. 2**64 - 1, and ganzoo adds small offsets to a seed
@@ -49,6 +49,12 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
 def add_standing_stats_argument(parser: argparse.ArgumentParser) -> None:
     """``--standing-stats BATCHES``: EMA-G's batch-norm statistics recomputed first (``eval.standing_stats``)."""
     parser.add_argument("--standing-stats", type=int, default=None, metavar="BATCHES",
-                        help="recompute EMA-G's batch-norm statistics over this many batches first (default: the "
-                             "recipe's eval.standing_stats, which its evaluations used; 0: the running statistics "
-                             "in the checkpoint)")
+                        help=f"recompute EMA-G's batch-norm statistics over this many batches first, 0 to "
+                             f"{STANDING_STATS_MAX} (default: the recipe's eval.standing_stats, which its evaluations "
+                             "used; 0: the running statistics in the checkpoint)")
+
+
+def check_standing_stats(command: str, value: int | None) -> int | None:
+    """``--standing-stats``: None (the recipe's ``eval.standing_stats``) or 0 .. STANDING_STATS_MAX batches,
+    the recipe field's bounds, checked before anything is read."""
+    return None if value is None else check_int(command, "--standing-stats", value, 0, STANDING_STATS_MAX)

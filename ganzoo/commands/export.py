@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._options import add_checkpoint_argument, add_standing_stats_argument
+from ._options import add_checkpoint_argument, add_standing_stats_argument, check_standing_stats
 
 NAME = "export"
 HELP = "export EMA-G as generator.safetensors + recipe.yaml (load with ganzoo.training.load_generator)"
@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    check_standing_stats(NAME, args.standing_stats)
+
     from ..training.build import resolve_device
     from ..training.checkpoint import select_checkpoint
     from ..training.export import RECIPE_FILE, WEIGHTS_FILE, check_export_folder, describe, export_choice

@@ -9,7 +9,7 @@ from pathlib import Path
 import sys
 
 from ..errors import GanzooError
-from ._options import add_checkpoint_argument, add_standing_stats_argument, check_int, check_seed
+from ._options import add_checkpoint_argument, add_standing_stats_argument, check_int, check_seed, check_standing_stats
 
 NAME = "sample"
 HELP = "write a PNG grid of EMA-G samples from a run folder, a checkpoint or an export folder"
@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     check_int(NAME, "--n", args.n, 1, 100000)
     check_seed(NAME, args.seed)
+    check_standing_stats(NAME, args.standing_stats)
     if args.columns is not None:
         check_int(NAME, "--columns", args.columns, 1)
 
