@@ -144,13 +144,14 @@ def attention_figure(G: Any, out: str | Path, *, num_classes: int = 0, seed: int
                      cls: int | None = None, title: str = "", source: str | Path | None = None) -> list[BlockMaps]:
     """Generate one sample of G (noise from ``seed``; class ``cls``, or a seeded one when conditional),
     draw its attention maps (:func:`draw_figure`) and write the PNG ``out`` atomically. ``source``
-    (the file G came from) is named in the error when G has no attention block."""
+    (the file G came from) is named in the error, if given, when G has no attention block."""
     import torch
 
     from .atomic import atomic_write_bytes
 
-    if source is not None and not attention_blocks(G):
-        raise AttentionMapError(f"attention-maps: {source}: this generator has no attention block (its recipe's "
+    if not attention_blocks(G):  # said here with the file G came from; capture_maps says it for its own callers
+        where = f"{source}: " if source is not None else ""
+        raise AttentionMapError(f"attention-maps: {where}this generator has no attention block (its recipe's "
                                 "generator.attention is none, or generator.attention_resolutions is empty)")
     if not 1 <= num_queries <= 8:
         raise AttentionMapError(f"attention-maps: --queries must be between 1 and 8, got {num_queries}")
