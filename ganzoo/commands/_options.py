@@ -58,3 +58,21 @@ def check_standing_stats(command: str, value: int | None) -> int | None:
     """``--standing-stats``: None (the recipe's ``eval.standing_stats``) or 0 .. STANDING_STATS_MAX batches,
     the recipe field's bounds, checked before anything is read."""
     return None if value is None else check_int(command, "--standing-stats", value, 0, STANDING_STATS_MAX)
+
+
+def add_truncation_argument(parser: argparse.ArgumentParser) -> None:
+    """``--truncation T``: the samples' noise from the normal truncated to [-T, T] (``sampling.latent_noise``)."""
+    parser.add_argument("--truncation", type=float, default=None, metavar="T",
+                        help="draw the noise from the normal truncated to [-T, T], T > 0 (BigGAN's truncation "
+                             "trick: less variety, more typical samples; standing statistics still use the "
+                             "training noise); default: none, the training distribution N(0, 1)")
+
+
+def check_truncation(command: str, value: float | None) -> float | None:
+    """``--truncation``: None or a positive finite number of standard deviations."""
+    return None if value is None else check_positive(command, "--truncation", value, "standard deviations")
+
+
+def truncation_note(value: float | None) -> str:
+    """What a command's summary line adds for ``--truncation``: nothing without it."""
+    return "" if value is None else f", noise truncated to [-{value:g}, {value:g}]"

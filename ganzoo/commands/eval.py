@@ -1,11 +1,13 @@
-"""ganzoo eval RUN_DIR|CKPT [--metrics fid kid] [--num-samples N] [--standing-stats B] [--checkpoint best|last]"""
+"""ganzoo eval RUN_DIR|CKPT [--metrics fid kid] [--num-samples N] [--standing-stats B] [--checkpoint best|last]
+[--truncation T]"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from ._options import add_checkpoint_argument, add_standing_stats_argument, check_int, check_seed
+from ._options import (add_checkpoint_argument, add_standing_stats_argument, add_truncation_argument, check_int,
+                       check_seed, check_truncation, truncation_note)
 
 NAME = "eval"
 HELP = "compute sample-quality metrics (fid, kid, is) of EMA-G from a run folder, a checkpoint or an export folder"
@@ -21,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="FID Inception .pth (default: the recipe's eval.inception_weights, else $GANZOO_INCEPTION_WEIGHTS)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the generated samples, 0 to 2**63-1 (default 0)")
     add_standing_stats_argument(p)
+    add_truncation_argument(p)
     add_checkpoint_argument(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a line per value")
@@ -30,6 +33,7 @@ def main(args: argparse.Namespace) -> int:
     if args.num_samples is not None:
         check_int(NAME, "--num-samples", args.num_samples, 2)
     check_seed(NAME, args.seed)
+    check_truncation(NAME, args.truncation)
 
     from ..recipe import validate
     from ..training.evaluation import Evaluator
@@ -53,14 +57,15 @@ def main(args: argparse.Namespace) -> int:
         data["eval"]["standing_stats"] = args.standing_stats
     recipe = validate(data, "eval (--metrics/--num-samples/--standing-stats)")
     evaluator = Evaluator(recipe, device, autocast_dtype(recipe.train.precision, device))
-    results = evaluator(G, seed=args.seed)
+    results = evaluator(G, seed=args.seed, truncation=args.truncation)
     if args.json:
         print(json.dumps({"source": opened.source, "step": opened.step, "checkpoint": opened.why,
                           "num_samples": recipe.eval.num_samples, "standing_stats": recipe.eval.standing_stats,
-                          **results}))
+                          "truncation": args.truncation, **results}))
     else:
         # opened without them: the Evaluator applies the recipe's standing statistics
-        print(f"# {opened._replace(standing=recipe.eval.standing_stats).describe()}, {recipe.eval.num_samples} samples")
+        print(f"# {opened._replace(standing=recipe.eval.standing_stats).describe()}, {recipe.eval.num_samples} samples"
+              f"{truncation_note(args.truncation)}")
         for k, v in results.items():
             print(f"{k} {v:.6g}")
     return 0

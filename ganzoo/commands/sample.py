@@ -1,5 +1,5 @@
 """ganzoo sample RUN_DIR|CKPT|EXPORT_DIR --n 64 --out grid.png [--class K] [--seed S] [--checkpoint best|last]
-[--standing-stats B]"""
+[--standing-stats B] [--truncation T]"""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,8 @@ from pathlib import Path
 import sys
 
 from ..errors import GanzooError
-from ._options import add_checkpoint_argument, add_standing_stats_argument, check_int, check_seed, check_standing_stats
+from ._options import (add_checkpoint_argument, add_standing_stats_argument, add_truncation_argument, check_int,
+                       check_seed, check_standing_stats, check_truncation, truncation_note)
 
 NAME = "sample"
 HELP = "write a PNG grid of EMA-G samples from a run folder, a checkpoint or an export folder"
@@ -27,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="images per row, at least 1; more than --n: one row (default: about sqrt(n))")
     add_checkpoint_argument(p)
     add_standing_stats_argument(p)
+    add_truncation_argument(p)
     p.add_argument("--device", default="auto")
 
 
@@ -34,6 +36,7 @@ def main(args: argparse.Namespace) -> int:
     check_int(NAME, "--n", args.n, 1, 100000)
     check_seed(NAME, args.seed)
     check_standing_stats(NAME, args.standing_stats)
+    check_truncation(NAME, args.truncation)
     if args.columns is not None:
         check_int(NAME, "--columns", args.columns, 1)
 
@@ -41,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
 
     from ..training.export import check_output, open_generator
     from ..training.build import resolve_device
-    from ..training.sampling import generate, save_grid
+    from ..training.sampling import generate, latent_noise, save_grid
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
@@ -59,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
         if not 0 <= args.cls < nc:
             raise GanzooError(f"sample: --class must be in [0, {nc}), got {args.cls}")
     g = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(args.n, G.z_dim, generator=g)
+    z = latent_noise(args.n, G.z_dim, g, args.truncation)
     columns = min(args.columns, args.n) if args.columns is not None else max(1, math.ceil(math.sqrt(args.n)))
     if nc == 0:
         y = None
@@ -73,5 +76,5 @@ def main(args: argparse.Namespace) -> int:
         save_grid(out, images, columns)
     except OSError as exc:
         raise GanzooError(f"sample: --out {out}: cannot write ({exc.strerror or exc})") from None
-    print(f"wrote {out}: {args.n} samples from {opened.describe()}")
+    print(f"wrote {out}: {args.n} samples from {opened.describe()}{truncation_note(args.truncation)}")
     return 0

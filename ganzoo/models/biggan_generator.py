@@ -16,7 +16,7 @@ generator (``resnet_generator.py``) that this backbone turns on by default:
 G's output layer has plain batch norm, as in BigGAN. Without labels (``num_classes: 0``) there is no
 embedding and the norms get the chunks alone. BigGAN's other changes (orthogonal init, spectral norm in
 G, Adam (0, 0.999), EMA of G, large batches) are ganzoo's defaults or recipe choices; its truncation trick
-is a sampling-time choice ganzoo does not make.
+is a sampling-time choice (``ganzoo sample --truncation``, ``ganzoo eval --truncation``), not a model's.
 """
 from __future__ import annotations
 

@@ -80,10 +80,12 @@ class Evaluator:
         self.last_standing: dict[str, Any] | None = None
 
     def __call__(self, generator: nn.Module, seed: int, interrupted: Callable[[], bool] | None = None,
-                 progress: bool = False) -> dict[str, float]:
+                 progress: bool = False, truncation: float | None = None) -> dict[str, float]:
         """The metrics of ``generator``'s samples (noise seeded by ``seed``). ``interrupted``: polled
         before each batch; when it returns True the evaluation stops (:class:`EvaluationInterrupted`).
-        ``progress``: a progress bar over the generated samples."""
+        ``progress``: a progress bar over the generated samples. ``truncation``: the samples' noise is
+        the normal truncated to [-t, t] (``sampling.latent_noise``); standing statistics are still of
+        the training noise, N(0, 1), as they describe G itself."""
         from ..metrics import build_metrics, evaluate
 
         mets = build_metrics(self.metrics)
@@ -101,7 +103,7 @@ class Evaluator:
             "batches": ec.standing_stats, "batch_size": ec.batch_size, "seed": seed}
         generator = standing
         generate_fn = make_generate_fn(
-            generator, int(generator.z_dim), self.recipe.num_classes, seed, ec.batch_size, self.autocast
+            generator, int(generator.z_dim), self.recipe.num_classes, seed, ec.batch_size, self.autocast, truncation
         )
         generate_fn = _tracked(generate_fn, self.num_samples, self.device, interrupted, progress)
         # building the Inception extractor (first call) initialises layers from the global RNG before

@@ -44,6 +44,22 @@ def fixed_noise(z_dim: int, num_classes: int, seed: int) -> tuple[torch.Tensor, 
     return torch.randn(n, z_dim, generator=g), y, GRID_COLUMNS
 
 
+def latent_noise(n: int, z_dim: int, generator: torch.Generator, truncation: float | None = None) -> torch.Tensor:
+    """Noise ``[n, z_dim]`` for G from ``generator``: N(0, 1), the training distribution, or with
+    ``truncation`` t > 0 the normal truncated to [-t, t] (BigGAN's truncation trick, Brock et al. 2019:
+    less variety, each sample more typical). Truncated noise is drawn by the inverse CDF in float64,
+    ``Phi^-1(U(Phi(-t), Phi(t)))``, which is exact for any t with no rejection loop (a small t rejects
+    almost every normal draw). ``None``: ``torch.randn``, the stream every grid and evaluation used before."""
+    if truncation is None:
+        return torch.randn(n, z_dim, generator=generator)
+    t = float(truncation)
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"truncation must be a positive finite number, got {truncation}")
+    low = torch.special.ndtr(torch.tensor(-t, dtype=torch.float64))
+    u = torch.rand(n, z_dim, generator=generator, dtype=torch.float64)
+    return torch.special.ndtri(low + u * (1 - 2 * low)).clamp_(-t, t).float()
+
+
 @torch.no_grad()
 def generate(
     generator: nn.Module,
@@ -77,13 +93,15 @@ def make_generate_fn(
     seed: int,
     batch_size: int = 256,
     autocast_dtype: torch.dtype | None = None,
+    truncation: float | None = None,
 ) -> Callable[[int], torch.Tensor]:
     """``generate_fn(n) -> uint8 [n, C, H, W]`` for metrics: its own seeded noise stream (uniform
-    classes when conditional), so evaluating never disturbs the training RNG."""
+    classes when conditional), so evaluating never disturbs the training RNG; ``truncation``: the
+    noise of :func:`latent_noise`."""
     g = torch.Generator().manual_seed(int(seed))
 
     def generate_fn(n: int) -> torch.Tensor:
-        z = torch.randn(n, z_dim, generator=g)
+        z = latent_noise(n, z_dim, g, truncation)
         y = torch.randint(0, num_classes, (n,), generator=g) if num_classes > 0 else None
         return generate(generator, z, y, batch_size, autocast_dtype)
 
